@@ -1,0 +1,21 @@
+from .configuration_muomni import (
+    SPECIAL_TOKEN_IDS,
+    MuOmniAudioEncoderConfig,
+    MuOmniConfig,
+    MuOmniTextConfig,
+    MuOmniThinkerConfig,
+    MuOmniVisionEncoderConfig,
+)
+from .presets import PRESETS, get_preset, get_preset_config
+
+__all__ = [
+    "SPECIAL_TOKEN_IDS",
+    "MuOmniAudioEncoderConfig",
+    "MuOmniConfig",
+    "MuOmniTextConfig",
+    "MuOmniThinkerConfig",
+    "MuOmniVisionEncoderConfig",
+    "PRESETS",
+    "get_preset",
+    "get_preset_config",
+]

@@ -1,0 +1,336 @@
+"""MuOmni configuration classes.
+
+Dataclass-style `PreTrainedConfig` subclasses with the Llama / Qwen2 field names, so every
+transformers utility that reads a config (masking, RoPE, generation, peft, pipelines) finds
+what it expects:
+
+    MuOmniTextConfig     the thinker's decoder-only language model (optionally sparse MoE)
+    MuOmniThinkerConfig  text_config (+ the encoders' configs and media token ids)
+    MuOmniConfig         thinker_config (+ talker, codec and vocoder configs)
+
+Cross-field checks run in `__post_init__` and raise `ValueError` with the offending values.
+"""
+
+from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
+
+from muomni.version import __version__
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _require_positive(config: PreTrainedConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive integer, got {value!r}")
+
+
+class MuOmniTextConfig(PreTrainedConfig):
+    r"""Configuration of the thinker language model, a Llama/Qwen2-style decoder.
+
+    Field names and meanings follow `Qwen2Config` / `LlamaConfig`. `attention_bias=True` adds biases
+    to the q/k/v projections (the Qwen2 convention; `o_proj` never has one), so a `Qwen2ForCausalLM`
+    state dict loads with `strict=True`.
+
+    Sparse mixture of experts is on when `num_experts > 0`: every decoder layer's MLP becomes a
+    top-`num_experts_per_tok` router over `num_experts` SwiGLU experts of width
+    `moe_intermediate_size`, and training adds `router_aux_loss_coef` times the load-balancing loss.
+    """
+
+    model_type = "muomni_text"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    default_theta = 10000.0
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
+
+    vocab_size: int = 5000
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = 2
+    head_dim: int | None = None
+    hidden_act: str = "silu"
+    max_position_embeddings: int = 512
+    initializer_range: float = 0.02
+    rms_norm_eps: float = 1e-6
+    use_cache: bool = True
+    tie_word_embeddings: bool = True
+    rope_parameters: RopeParameters | dict | None = None
+    attention_bias: bool = False
+    attention_dropout: float | int = 0.0
+    num_experts: int = 0
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int | None = None
+    router_aux_loss_coef: float = 0.01
+    norm_topk_prob: bool = True
+    output_router_logits: bool = False
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        _require_positive(
+            self, "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "max_position_embeddings",
+        )  # fmt: skip
+        if self.head_dim is None:
+            _require(
+                self.hidden_size % self.num_attention_heads == 0,
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads}); set head_dim explicitly or change one of them",
+            )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        _require_positive(self, "head_dim")
+        _require(
+            self.num_attention_heads % self.num_key_value_heads == 0,
+            f"num_attention_heads ({self.num_attention_heads}) is not a multiple of num_key_value_heads "
+            f"({self.num_key_value_heads}); grouped-query attention needs whole groups",
+        )
+        _require(self.head_dim % 2 == 0, f"head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if self.moe_intermediate_size is None:
+            self.moe_intermediate_size = self.intermediate_size
+        _require(
+            isinstance(self.num_experts, int) and self.num_experts >= 0,
+            f"num_experts must be an integer >= 0 (0 = dense MLP), got {self.num_experts!r}",
+        )
+        if self.num_experts > 0:
+            _require_positive(self, "num_experts_per_tok", "moe_intermediate_size")
+            _require(
+                self.num_experts_per_tok <= self.num_experts,
+                f"num_experts_per_tok ({self.num_experts_per_tok}) must not exceed num_experts ({self.num_experts})",
+            )
+        _require(
+            0.0 <= float(self.attention_dropout) < 1.0,
+            f"attention_dropout must be in [0, 1), got {self.attention_dropout}",
+        )
+        _require(self.rms_norm_eps > 0, f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        super().__post_init__(**kwargs)
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ids = getattr(self, name)
+            for token_id in ids if isinstance(ids, list) else [ids]:
+                _require(
+                    token_id is None or 0 <= token_id < self.vocab_size,
+                    f"{name} ({token_id}) is outside the vocabulary [0, {self.vocab_size})",
+                )
+
+
+class MuOmniAudioEncoderConfig(PreTrainedConfig):
+    r"""Configuration of the AuT-Tiny audio encoder and its character CTC head.
+
+    Log-mel frames (`num_mel_bins` x 100 Hz) pass a conv stack that subsamples by
+    `downsample_factor` (default 4: 100 Hz -> 25 Hz, the CTC rate, fast enough for ~15
+    characters/s of speech), then `encoder_layers` pre-norm transformer layers of width `d_model`.
+    The projector into the thinker stacks `stack_factor` consecutive frames (default 2: 12.5 Hz).
+    `max_source_seconds` bounds the accepted audio length; longer input is an error.
+    """
+
+    model_type = "muomni_audio_encoder"
+
+    num_mel_bins: int = 128
+    d_model: int = 192
+    encoder_layers: int = 4
+    encoder_attention_heads: int = 3
+    encoder_ffn_dim: int = 768
+    activation_function: str = "gelu"
+    dropout: float | int = 0.0
+    attention_dropout: float | int = 0.0
+    layer_norm_eps: float = 1e-5
+    downsample_factor: int = 4
+    stack_factor: int = 2
+    frames_per_second: int = 100
+    max_source_seconds: float | int = 30.0
+    ctc_vocab_size: int = 97
+    ctc_blank_id: int = 0
+    ctc_loss_reduction: str = "mean"
+    ctc_zero_infinity: bool = False
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        _require_positive(
+            self, "num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads",
+            "encoder_ffn_dim", "stack_factor", "frames_per_second", "ctc_vocab_size",
+        )  # fmt: skip
+        _require(
+            self.d_model % self.encoder_attention_heads == 0,
+            f"d_model ({self.d_model}) is not a multiple of encoder_attention_heads ({self.encoder_attention_heads})",
+        )
+        _require(
+            self.downsample_factor in (1, 2, 4, 8),
+            f"downsample_factor must be 1, 2, 4 or 8 (stride-2 convs), got {self.downsample_factor}",
+        )
+        _require(
+            0 <= self.ctc_blank_id < self.ctc_vocab_size,
+            f"ctc_blank_id ({self.ctc_blank_id}) is outside [0, ctc_vocab_size={self.ctc_vocab_size})",
+        )
+        _require(self.max_source_seconds > 0, f"max_source_seconds must be > 0, got {self.max_source_seconds}")
+        super().__post_init__(**kwargs)
+
+
+class MuOmniVisionEncoderConfig(PreTrainedConfig):
+    r"""Configuration of the ViT-Tiny vision encoder.
+
+    `image_size`^2 / `patch_size`^2 patches plus a CLS token, learned positions, pre-norm blocks.
+    `output_tokens` chooses what the thinker sees: `"cls"` (one token, the seeds' design) or
+    `"cls_grid"` (CLS + the patch grid average-pooled to `pooled_grid_size` x `pooled_grid_size`).
+    `projection_dim` is the width of the contrastive (CLIP-style) embedding used in stage C.
+    """
+
+    model_type = "muomni_vision_encoder"
+
+    image_size: int = 224
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    dropout: float | int = 0.0
+    attention_dropout: float | int = 0.0
+    output_tokens: str = "cls_grid"
+    pooled_grid_size: int = 2
+    projection_dim: int = 128
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        _require_positive(
+            self, "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
+            "num_attention_heads", "intermediate_size", "pooled_grid_size", "projection_dim",
+        )  # fmt: skip
+        _require(
+            self.image_size % self.patch_size == 0,
+            f"image_size ({self.image_size}) is not a multiple of patch_size ({self.patch_size})",
+        )
+        _require(
+            self.hidden_size % self.num_attention_heads == 0,
+            f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads ({self.num_attention_heads})",
+        )
+        _require(
+            self.output_tokens in ("cls", "cls_grid"),
+            f"output_tokens must be 'cls' or 'cls_grid', got {self.output_tokens!r}",
+        )
+        grid = self.image_size // self.patch_size
+        _require(
+            grid % self.pooled_grid_size == 0,
+            f"the patch grid ({grid}x{grid}) is not divisible by pooled_grid_size ({self.pooled_grid_size})",
+        )
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_output_tokens(self) -> int:
+        """How many tokens one image hands to the thinker."""
+        return 1 if self.output_tokens == "cls" else 1 + self.pooled_grid_size**2
+
+
+# Ids of the special tokens that `train_tokenizer` places first in every MuOmni vocabulary.
+SPECIAL_TOKEN_IDS = {
+    "eos_token_id": 0,  # <|endoftext|>
+    "pad_token_id": 1,  # <|pad|>
+    "im_start_token_id": 2,  # <|im_start|>
+    "im_end_token_id": 3,  # <|im_end|>
+    "image_token_id": 4,  # <|image|>
+    "vision_start_token_id": 5,  # <|vision_start|>
+    "vision_end_token_id": 6,  # <|vision_end|>
+    "audio_token_id": 7,  # <|audio|>
+    "audio_start_token_id": 8,  # <|audio_start|>
+    "audio_end_token_id": 9,  # <|audio_end|>
+}
+
+
+class MuOmniThinkerConfig(PreTrainedConfig):
+    r"""Configuration of the thinker: the language model, the audio and vision encoders, their
+    projectors, and the ids of the media placeholder tokens that projected features replace."""
+
+    model_type = "muomni_thinker"
+    sub_configs_defaults = {
+        "text_config": MuOmniTextConfig,
+        "audio_config": MuOmniAudioEncoderConfig,
+        "vision_config": MuOmniVisionEncoderConfig,
+    }
+
+    text_config: dict | PreTrainedConfig | None = None
+    audio_config: dict | PreTrainedConfig | None = None
+    vision_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = SPECIAL_TOKEN_IDS["image_token_id"]
+    audio_token_id: int = SPECIAL_TOKEN_IDS["audio_token_id"]
+    vision_start_token_id: int = SPECIAL_TOKEN_IDS["vision_start_token_id"]
+    vision_end_token_id: int = SPECIAL_TOKEN_IDS["vision_end_token_id"]
+    audio_start_token_id: int = SPECIAL_TOKEN_IDS["audio_start_token_id"]
+    audio_end_token_id: int = SPECIAL_TOKEN_IDS["audio_end_token_id"]
+    projector_hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # the thinker's head follows its language model
+        self.tie_word_embeddings = self.text_config.tie_word_embeddings
+        vocab_size = self.text_config.vocab_size
+        for name in (
+            "image_token_id", "audio_token_id", "vision_start_token_id", "vision_end_token_id",
+            "audio_start_token_id", "audio_end_token_id",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            _require(
+                isinstance(value, int) and 0 <= value < vocab_size,
+                f"{name} ({value}) is outside the thinker vocabulary [0, {vocab_size})",
+            )
+        _require(
+            self.image_token_id != self.audio_token_id,
+            f"image_token_id and audio_token_id must differ, both are {self.image_token_id}",
+        )
+
+    def get_text_config(self, *args, **kwargs):
+        return self.text_config
+
+
+class MuOmniConfig(PreTrainedConfig):
+    r"""The composite MuOmni configuration: `thinker_config` (later also the talker, codec and vocoder).
+
+    `muomni_version` records the package version that wrote the config.
+    """
+
+    model_type = "muomni"
+    sub_configs_defaults = {"thinker_config": MuOmniThinkerConfig}
+
+    thinker_config: dict | PreTrainedConfig | None = None
+    sampling_rate: int = 16000
+    tie_word_embeddings: bool = True
+    muomni_version: str = __version__
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.tie_word_embeddings = self.thinker_config.tie_word_embeddings
+
+    def get_text_config(self, *args, **kwargs):
+        return self.thinker_config.get_text_config(*args, **kwargs)
+
+
+__all__ = [
+    "SPECIAL_TOKEN_IDS",
+    "MuOmniAudioEncoderConfig",
+    "MuOmniConfig",
+    "MuOmniTextConfig",
+    "MuOmniThinkerConfig",
+    "MuOmniVisionEncoderConfig",
+]

@@ -1,0 +1,79 @@
+"""MuOmni: a tiny Thinker-Talker omni model that lives inside the Hugging Face ecosystem.
+
+One distribution, one import root. The folders of this repository are assembled with
+`package_dir` (works for `pip install .` and `pip install -e .`, setuptools >= 64):
+
+    modeling_muomni/ -> muomni
+    configuration/   -> muomni.configuration
+    processing/      -> muomni.processing
+    training/        -> muomni.training
+"""
+
+import os
+import re
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+FOLDERS = {
+    "muomni": "modeling_muomni",
+    "muomni.configuration": "configuration",
+    "muomni.processing": "processing",
+    "muomni.training": "training",
+}
+
+
+def find_packages_in(root_package: str, folder: str) -> dict[str, str]:
+    """Every folder with an `__init__.py` below `folder`, as {dotted package name: folder}."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, folder)):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+        if "__init__.py" not in filenames:
+            continue
+        relative = os.path.relpath(dirpath, os.path.join(HERE, folder))
+        name = root_package if relative == "." else root_package + "." + relative.replace(os.sep, ".")
+        found[name] = os.path.relpath(dirpath, HERE)
+    return found
+
+
+def read_version() -> str:
+    with open(os.path.join(HERE, "modeling_muomni", "version.py"), encoding="utf-8") as handle:
+        return re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+
+
+package_dir = {}
+for package, folder in FOLDERS.items():
+    package_dir.update(find_packages_in(package, folder))
+
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
+    long_description = handle.read()
+
+setup(
+    name="muomni",
+    version=read_version(),
+    description="A tiny Thinker-Talker omni model (text, image, speech in; text, speech out) for transformers",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=sorted(package_dir),
+    package_dir=package_dir,
+    package_data={"muomni": ["py.typed"]},
+    install_requires=[
+        "transformers>=5.0,<6",
+        "torch>=2.4",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "tokenizers>=0.21",
+        "safetensors>=0.4",
+        "peft>=0.15",
+        "huggingface_hub>=1.0",
+        "numpy",
+        "soundfile",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout"],
+    },
+)
