@@ -1,7 +1,10 @@
 from .configuration_muomni import (
     SPECIAL_TOKEN_IDS,
     MuOmniAudioEncoderConfig,
+    MuOmniCodecConfig,
     MuOmniConfig,
+    MuOmniTalkerConfig,
+    MuOmniVocoderConfig,
     MuOmniTextConfig,
     MuOmniThinkerConfig,
     MuOmniVisionEncoderConfig,
@@ -11,7 +14,10 @@ from .presets import PRESETS, get_preset, get_preset_config
 __all__ = [
     "SPECIAL_TOKEN_IDS",
     "MuOmniAudioEncoderConfig",
+    "MuOmniCodecConfig",
     "MuOmniConfig",
+    "MuOmniTalkerConfig",
+    "MuOmniVocoderConfig",
     "MuOmniTextConfig",
     "MuOmniThinkerConfig",
     "MuOmniVisionEncoderConfig",

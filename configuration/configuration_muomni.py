@@ -304,16 +304,157 @@ class MuOmniThinkerConfig(PreTrainedConfig):
         return self.text_config
 
 
-class MuOmniConfig(PreTrainedConfig):
-    r"""The composite MuOmni configuration: `thinker_config` (later also the talker, codec and vocoder).
+class MuOmniCodecConfig(PreTrainedConfig):
+    r"""Configuration of the RVQ speech codec: log-mel -> conv encoder -> residual VQ -> conv decoder -> log-mel.
 
-    `muomni_version` records the package version that wrote the config.
+    The mel front end is the audio encoder's (`num_mel_bins` at `mel_frames_per_second`). The encoder
+    downsamples time by `downsample_factor` (codec frame rate = 100 / factor Hz), projects to
+    `codebook_dim`, and `num_quantizers` residual codebooks of `codebook_size` entries quantise each
+    frame; codes are `(B, Nq, T)`. Training uses the straight-through estimator with codebook and
+    commitment losses at every quantizer and restarts codes unused for `dead_code_steps` updates.
+    """
+
+    model_type = "muomni_codec"
+
+    num_mel_bins: int = 128
+    mel_frames_per_second: int = 100
+    hidden_size: int = 128
+    num_layers: int = 2
+    downsample_factor: int = 4
+    codebook_dim: int = 64
+    num_quantizers: int = 2
+    codebook_size: int = 128
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    dead_code_steps: int = 50
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        _require_positive(
+            self, "num_mel_bins", "mel_frames_per_second", "hidden_size", "num_layers", "codebook_dim",
+            "num_quantizers", "codebook_size", "dead_code_steps",
+        )  # fmt: skip
+        _require(
+            self.downsample_factor in (1, 2, 4, 8),
+            f"downsample_factor must be 1, 2, 4 or 8 (stride-2 convs), got {self.downsample_factor}",
+        )
+        super().__post_init__(**kwargs)
+
+    @property
+    def frame_rate(self) -> float:
+        """Codec frames per second."""
+        return self.mel_frames_per_second / self.downsample_factor
+
+
+class MuOmniTalkerConfig(MuOmniTextConfig):
+    r"""Configuration of the talker: a decoder built from the thinker's decoder layer that predicts
+    codec frames autoregressively from the text being spoken.
+
+    All `MuOmniTextConfig` fields describe its decoder stack (its `vocab_size` is unused: it derives
+    its own code vocabularies). The text conditioning is the thinker's token embeddings (width
+    `thinker_hidden_size`) projected to `hidden_size` and placed before the frames. Per frame it
+    predicts codebook 0, then codebook 1 conditioned on codebook 0 (and so on for `num_quantizers`).
+    Codebook 0's vocabulary has `codebook_size` codes plus an end-of-speech code. Generation stops at
+    end-of-speech or after `max_frames_per_token` frames per text token (+ `min_frames_guard`).
+    """
+
+    model_type = "muomni_talker"
+
+    vocab_size: int = 1
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int | None = 2
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
+    thinker_hidden_size: int = 256
+    num_quantizers: int = 2
+    codebook_size: int = 128
+    max_text_tokens: int = 256
+    max_frames_per_token: int = 12
+    min_frames_guard: int = 25
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _require_positive(
+            self, "thinker_hidden_size", "num_quantizers", "codebook_size", "max_text_tokens",
+            "max_frames_per_token",
+        )  # fmt: skip
+        _require(self.min_frames_guard >= 0, f"min_frames_guard must be >= 0, got {self.min_frames_guard}")
+
+    @property
+    def end_of_speech_id(self) -> int:
+        """The extra code in codebook 0's vocabulary that ends an utterance."""
+        return self.codebook_size
+
+    def max_frames(self, num_text_tokens: int) -> int:
+        """The generation guard for a text of `num_text_tokens` tokens."""
+        return num_text_tokens * self.max_frames_per_token + self.min_frames_guard
+
+
+class MuOmniVocoderConfig(PreTrainedConfig):
+    r"""Configuration of the vocoders that turn log-mel frames into a waveform.
+
+    `vocoder_type="griffin_lim"` (default, no weights): the mel filterbank is inverted (non-negative
+    least squares) to a magnitude spectrogram and phases are recovered by fast Griffin-Lim
+    (`griffin_lim_iters`, `griffin_lim_momentum`). `vocoder_type="neural"`: a Vocos-style ConvNeXt
+    backbone (`hidden_size`, `num_layers`, `intermediate_size`) with an iSTFT head, trained on
+    (mel, waveform) pairs. The STFT geometry (`n_fft`, `hop_length`, `sampling_rate`) is the
+    feature extractor's.
+    """
+
+    model_type = "muomni_vocoder"
+
+    vocoder_type: str = "griffin_lim"
+    num_mel_bins: int = 128
+    sampling_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    griffin_lim_iters: int = 32
+    griffin_lim_momentum: float = 0.99
+    hidden_size: int = 192
+    intermediate_size: int = 576
+    num_layers: int = 6
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        _require(
+            self.vocoder_type in ("griffin_lim", "neural"),
+            f"vocoder_type must be 'griffin_lim' or 'neural', got {self.vocoder_type!r}",
+        )
+        _require_positive(
+            self, "num_mel_bins", "sampling_rate", "n_fft", "hop_length", "griffin_lim_iters", "hidden_size",
+            "intermediate_size", "num_layers",
+        )  # fmt: skip
+        _require(
+            0.0 <= self.griffin_lim_momentum < 1.0,
+            f"griffin_lim_momentum must be in [0, 1), got {self.griffin_lim_momentum}",
+        )
+        super().__post_init__(**kwargs)
+
+
+class MuOmniConfig(PreTrainedConfig):
+    r"""The composite MuOmni configuration: thinker, talker, codec and vocoder.
+
+    `enable_audio_output=False` builds the model without talker, codec and vocoder (text output
+    only, less memory). `muomni_version` records the package version that wrote the config.
     """
 
     model_type = "muomni"
-    sub_configs_defaults = {"thinker_config": MuOmniThinkerConfig}
+    sub_configs_defaults = {
+        "thinker_config": MuOmniThinkerConfig,
+        "talker_config": MuOmniTalkerConfig,
+        "codec_config": MuOmniCodecConfig,
+        "vocoder_config": MuOmniVocoderConfig,
+    }
 
     thinker_config: dict | PreTrainedConfig | None = None
+    talker_config: dict | PreTrainedConfig | None = None
+    codec_config: dict | PreTrainedConfig | None = None
+    vocoder_config: dict | PreTrainedConfig | None = None
+    enable_audio_output: bool = True
     sampling_rate: int = 16000
     tie_word_embeddings: bool = True
     muomni_version: str = __version__
@@ -321,6 +462,22 @@ class MuOmniConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.tie_word_embeddings = self.thinker_config.tie_word_embeddings
+        talker, codec = self.talker_config, self.codec_config
+        _require(
+            talker.thinker_hidden_size == self.thinker_config.text_config.hidden_size,
+            f"talker_config.thinker_hidden_size ({talker.thinker_hidden_size}) must equal the thinker's "
+            f"hidden_size ({self.thinker_config.text_config.hidden_size})",
+        )
+        _require(
+            (talker.num_quantizers, talker.codebook_size) == (codec.num_quantizers, codec.codebook_size),
+            f"talker codes ({talker.num_quantizers} x {talker.codebook_size}) must match the codec's "
+            f"({codec.num_quantizers} x {codec.codebook_size})",
+        )
+        _require(
+            self.vocoder_config.sampling_rate == self.sampling_rate,
+            f"vocoder sampling_rate ({self.vocoder_config.sampling_rate}) must equal sampling_rate "
+            f"({self.sampling_rate})",
+        )
 
     def get_text_config(self, *args, **kwargs):
         return self.thinker_config.get_text_config(*args, **kwargs)
@@ -329,7 +486,10 @@ class MuOmniConfig(PreTrainedConfig):
 __all__ = [
     "SPECIAL_TOKEN_IDS",
     "MuOmniAudioEncoderConfig",
+    "MuOmniCodecConfig",
     "MuOmniConfig",
+    "MuOmniTalkerConfig",
+    "MuOmniVocoderConfig",
     "MuOmniTextConfig",
     "MuOmniThinkerConfig",
     "MuOmniVisionEncoderConfig",

@@ -40,6 +40,16 @@ PRESETS: dict[str, dict] = {
                 "projection_dim": 64,
             },
         },
+        "talker_config": {
+            "hidden_size": 96,
+            "intermediate_size": 256,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "thinker_hidden_size": 128,
+        },
+        "codec_config": {"hidden_size": 96},
+        "vocoder_config": {"hidden_size": 128, "intermediate_size": 384, "num_layers": 4},
     },
     "micro": {
         "thinker_config": {
@@ -58,6 +68,16 @@ PRESETS: dict[str, dict] = {
             "audio_config": {"d_model": 192, "encoder_layers": 4, "encoder_attention_heads": 3},
             "vision_config": {"hidden_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4},
         },
+        "talker_config": {
+            "hidden_size": 128,
+            "intermediate_size": 384,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "thinker_hidden_size": 256,
+        },
+        "codec_config": {"hidden_size": 128},
+        "vocoder_config": {},
     },
 }
 
