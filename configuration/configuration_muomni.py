@@ -141,9 +141,20 @@ class MuOmniAudioEncoderConfig(PreTrainedConfig):
     characters/s of speech), then `encoder_layers` pre-norm transformer layers of width `d_model`.
     The projector into the thinker stacks `stack_factor` consecutive frames (default 2: 12.5 Hz).
     `max_source_seconds` bounds the accepted audio length; longer input is an error.
+    `sampling_rate` / `frames_per_second` is the mel hop in samples (160), so
+    `inputs_to_logits_ratio` (samples per CTC frame, used by the ASR pipeline's chunking) is
+    hop x `downsample_factor` (640). `attribute_map` gives the Whisper names their standard
+    aliases (`hidden_size`, `num_attention_heads`, ...), which the shared encoder block reads.
     """
 
     model_type = "muomni_audio_encoder"
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "encoder_attention_heads",
+        "num_hidden_layers": "encoder_layers",
+        "intermediate_size": "encoder_ffn_dim",
+        "hidden_act": "activation_function",
+    }
 
     num_mel_bins: int = 128
     d_model: int = 192
@@ -157,6 +168,7 @@ class MuOmniAudioEncoderConfig(PreTrainedConfig):
     downsample_factor: int = 4
     stack_factor: int = 2
     frames_per_second: int = 100
+    sampling_rate: int = 16000
     max_source_seconds: float | int = 30.0
     ctc_vocab_size: int = 97
     ctc_blank_id: int = 0
@@ -167,11 +179,21 @@ class MuOmniAudioEncoderConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         _require_positive(
             self, "num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads",
-            "encoder_ffn_dim", "stack_factor", "frames_per_second", "ctc_vocab_size",
+            "encoder_ffn_dim", "stack_factor", "frames_per_second", "ctc_vocab_size", "sampling_rate",
         )  # fmt: skip
         _require(
             self.d_model % self.encoder_attention_heads == 0,
             f"d_model ({self.d_model}) is not a multiple of encoder_attention_heads ({self.encoder_attention_heads})",
+        )
+        _require(self.d_model % 2 == 0, f"d_model ({self.d_model}) must be even for sinusoidal positions")
+        _require(
+            self.sampling_rate % self.frames_per_second == 0,
+            f"sampling_rate ({self.sampling_rate}) is not a multiple of frames_per_second ({self.frames_per_second}); "
+            "the mel hop must be a whole number of samples",
+        )
+        _require(
+            self.ctc_loss_reduction in ("mean", "sum", "none"),
+            f"ctc_loss_reduction must be 'mean', 'sum' or 'none', got {self.ctc_loss_reduction!r}",
         )
         _require(
             self.downsample_factor in (1, 2, 4, 8),
@@ -183,6 +205,11 @@ class MuOmniAudioEncoderConfig(PreTrainedConfig):
         )
         _require(self.max_source_seconds > 0, f"max_source_seconds must be > 0, got {self.max_source_seconds}")
         super().__post_init__(**kwargs)
+
+    @property
+    def inputs_to_logits_ratio(self) -> int:
+        """Waveform samples per encoder (CTC) frame: the mel hop times `downsample_factor` (640 by default)."""
+        return self.sampling_rate // self.frames_per_second * self.downsample_factor
 
 
 class MuOmniVisionEncoderConfig(PreTrainedConfig):
@@ -312,6 +339,8 @@ class MuOmniCodecConfig(PreTrainedConfig):
     `codebook_dim`, and `num_quantizers` residual codebooks of `codebook_size` entries quantise each
     frame; codes are `(B, Nq, T)`. Training uses the straight-through estimator with codebook and
     commitment losses at every quantizer and restarts codes unused for `dead_code_steps` updates.
+    Each codebook is initialised by `kmeans_iters` k-means iterations on the residuals of the
+    first training batch (0: random residuals of that batch, no k-means).
     """
 
     model_type = "muomni_codec"
@@ -327,6 +356,7 @@ class MuOmniCodecConfig(PreTrainedConfig):
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
     dead_code_steps: int = 50
+    kmeans_iters: int = 10
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -338,7 +368,18 @@ class MuOmniCodecConfig(PreTrainedConfig):
             self.downsample_factor in (1, 2, 4, 8),
             f"downsample_factor must be 1, 2, 4 or 8 (stride-2 convs), got {self.downsample_factor}",
         )
+        _require(
+            isinstance(self.kmeans_iters, int) and not isinstance(self.kmeans_iters, bool) and self.kmeans_iters >= 0,
+            f"kmeans_iters must be an integer >= 0, got {self.kmeans_iters!r}",
+        )
+        for name in ("commitment_weight", "codebook_weight"):
+            _require(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         super().__post_init__(**kwargs)
+
+    @property
+    def num_downsample_layers(self) -> int:
+        """Stride-2 stages of the encoder (and transposed ones of the decoder): log2(downsample_factor)."""
+        return self.downsample_factor.bit_length() - 1
 
     @property
     def frame_rate(self) -> float:
@@ -356,6 +397,10 @@ class MuOmniTalkerConfig(MuOmniTextConfig):
     predicts codebook 0, then codebook 1 conditioned on codebook 0 (and so on for `num_quantizers`).
     Codebook 0's vocabulary has `codebook_size` codes plus an end-of-speech code. Generation stops at
     end-of-speech or after `max_frames_per_token` frames per text token (+ `min_frames_guard`).
+    The talker's sequence is text + BOS + frames, so `max_position_embeddings` must hold the longest
+    text plus its guard: `max_text_tokens + 1 + max_frames(max_text_tokens)`.
+    `codebook_loss_weights` (one weight >= 0 per codebook, `None` = equal) weighs the per-codebook
+    cross-entropies in the training loss.
     """
 
     model_type = "muomni_talker"
@@ -366,7 +411,7 @@ class MuOmniTalkerConfig(MuOmniTextConfig):
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int | None = 2
-    max_position_embeddings: int = 2048
+    max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
     thinker_hidden_size: int = 256
     num_quantizers: int = 2
@@ -374,6 +419,7 @@ class MuOmniTalkerConfig(MuOmniTextConfig):
     max_text_tokens: int = 256
     max_frames_per_token: int = 12
     min_frames_guard: int = 25
+    codebook_loss_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -382,6 +428,23 @@ class MuOmniTalkerConfig(MuOmniTextConfig):
             "max_frames_per_token",
         )  # fmt: skip
         _require(self.min_frames_guard >= 0, f"min_frames_guard must be >= 0, got {self.min_frames_guard}")
+        longest = self.max_text_tokens + 1 + self.max_frames(self.max_text_tokens)
+        _require(
+            longest <= self.max_position_embeddings,
+            f"max_position_embeddings ({self.max_position_embeddings}) cannot hold the longest talker sequence: "
+            f"max_text_tokens ({self.max_text_tokens}) + 1 + max_frames ({self.max_frames(self.max_text_tokens)}) "
+            f"= {longest}",
+        )
+        if self.codebook_loss_weights is not None:
+            weights = list(self.codebook_loss_weights)
+            _require(
+                len(weights) == self.num_quantizers
+                and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+                and sum(weights) > 0,
+                f"codebook_loss_weights must be {self.num_quantizers} numbers >= 0 (one per codebook) with a "
+                f"positive sum, got {self.codebook_loss_weights!r}",
+            )
+            self.codebook_loss_weights = [float(w) for w in weights]
 
     @property
     def end_of_speech_id(self) -> int:
@@ -402,6 +465,11 @@ class MuOmniVocoderConfig(PreTrainedConfig):
     backbone (`hidden_size`, `num_layers`, `intermediate_size`) with an iSTFT head, trained on
     (mel, waveform) pairs. The STFT geometry (`n_fft`, `hop_length`, `sampling_rate`) is the
     feature extractor's.
+
+    `mel_inversion_iters` multiplicative-update iterations solve the non-negative least squares (in
+    the generalised KL sense) that invert the filterbank. The neural vocoder's training loss is a
+    multi-resolution STFT loss at `stft_loss_resolutions` (`[n_fft, hop_length]` pairs; spectral
+    convergence + log-magnitude L1 at each) plus `mel_loss_weight` times the mel L1.
     """
 
     model_type = "muomni_vocoder"
@@ -413,10 +481,13 @@ class MuOmniVocoderConfig(PreTrainedConfig):
     hop_length: int = 160
     griffin_lim_iters: int = 32
     griffin_lim_momentum: float = 0.99
+    mel_inversion_iters: int = 50
     hidden_size: int = 192
     intermediate_size: int = 576
     num_layers: int = 6
     layer_norm_eps: float = 1e-6
+    stft_loss_resolutions: list[list[int]] | None = None
+    mel_loss_weight: float = 1.0
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -426,12 +497,29 @@ class MuOmniVocoderConfig(PreTrainedConfig):
         )
         _require_positive(
             self, "num_mel_bins", "sampling_rate", "n_fft", "hop_length", "griffin_lim_iters", "hidden_size",
-            "intermediate_size", "num_layers",
+            "intermediate_size", "num_layers", "mel_inversion_iters",
         )  # fmt: skip
         _require(
             0.0 <= self.griffin_lim_momentum < 1.0,
             f"griffin_lim_momentum must be in [0, 1), got {self.griffin_lim_momentum}",
         )
+        _require(
+            self.hop_length <= self.n_fft,
+            f"hop_length ({self.hop_length}) is larger than n_fft ({self.n_fft}): samples would be skipped",
+        )
+        if self.stft_loss_resolutions is None:
+            self.stft_loss_resolutions = [[256, 64], [512, 128], [1024, 256]]
+        for pair in self.stft_loss_resolutions:
+            _require(
+                isinstance(pair, (list, tuple))
+                and len(pair) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair)
+                and pair[1] <= pair[0],
+                f"stft_loss_resolutions must hold [n_fft, hop_length] pairs of positive integers with "
+                f"hop_length <= n_fft, got {pair!r}",
+            )
+        self.stft_loss_resolutions = [list(pair) for pair in self.stft_loss_resolutions]
+        _require(self.mel_loss_weight >= 0, f"mel_loss_weight must be >= 0, got {self.mel_loss_weight}")
         super().__post_init__(**kwargs)
 
 

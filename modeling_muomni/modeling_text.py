@@ -22,6 +22,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -185,16 +186,21 @@ def load_balancing_loss(
     """Switch-Transformer load-balancing loss, `E * sum_e f_e * P_e`, over all layers.
 
     `f_e` is the fraction of routing slots that chose expert e, `P_e` the mean router probability
-    of e; both are taken over real tokens only when a 2-D `attention_mask` (B, T) is given. It is
-    1.0 for perfectly uniform routing and grows as routing collapses.
+    of e; both are taken over real tokens only when a 2-D `attention_mask` (B, S) is given. With a
+    KV cache the mask also covers the cached tokens, so its last T = N / B columns are this step's.
+    It is 1.0 for perfectly uniform routing (Qwen2-MoE's `load_balancing_loss_func` / top_k) and
+    grows as routing collapses.
     """
     logits = torch.cat([layer_logits.float() for layer_logits in router_logits], dim=0)  # (L*N, E)
     probs = torch.softmax(logits, dim=-1)
     _, selected = torch.topk(probs, top_k, dim=-1)
     chosen = nn.functional.one_hot(selected, num_experts).float().sum(dim=1)  # (L*N, E)
-    if attention_mask is not None and attention_mask.dim() == 2:
-        weights = attention_mask.reshape(-1).to(probs.dtype).repeat(len(router_logits))  # (L*N,)
-        if weights.numel() == probs.shape[0]:
+    num_tokens = router_logits[0].shape[0]  # N = B*T
+    if attention_mask is not None and attention_mask.dim() == 2 and num_tokens % attention_mask.shape[0] == 0:
+        new_tokens = num_tokens // attention_mask.shape[0]  # T
+        if attention_mask.shape[1] >= new_tokens:
+            step_mask = attention_mask[:, attention_mask.shape[1] - new_tokens :]  # (B, T)
+            weights = step_mask.reshape(-1).to(probs.dtype).repeat(len(router_logits))  # (L*N,)
             total = weights.sum().clamp_min(1.0)
             tokens_per_expert = (chosen * weights[:, None]).sum(0) / (total * top_k)
             router_prob_per_expert = (probs * weights[:, None]).sum(0) / total
@@ -317,11 +323,12 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
     """Raise a ValueError (instead of an IndexError deep inside torch) for ids outside the vocabulary."""
     if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
-    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise ValueError(
-            f"input_ids contain ids outside the vocabulary [0, {vocab_size}): "
-            f"min {int(input_ids.min())}, max {int(input_ids.max())}"
-        )
+    if not input_ids.numel():
+        return
+    # one reduction and one device->host copy per forward (this runs at every decoding step)
+    low, high = torch.stack(torch.aminmax(input_ids)).tolist()
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab_size}): min {low}, max {high}")
 
 
 class MuOmniTextModel(MuOmniPreTrainedModel):
@@ -427,6 +434,7 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,

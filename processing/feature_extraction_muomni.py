@@ -12,7 +12,7 @@ maximum, then (x + 4) / 4. Three things differ from Whisper, on purpose:
 - each clip is reflect-padded on its own before batching and its maximum is taken over its real
   frames only, so a clip's features do not depend on what it is batched with (Whisper's last frame of
   a padded clip sees the zeros of the batch padding, and its maximum covers the padded frames);
-- padded frames hold exactly `padding_value` (0.0) and are 0 in `feature_attention_mask`.
+- padded frames hold exactly `padding_value` (0.0) and are 0 in `attention_mask`.
 
 A clip of `S` samples gives `num_frames(S) = S // hop_length` frames: the centred STFT yields
 `1 + S // hop_length` frames and, like Whisper, the last one is dropped, so one second is exactly
@@ -175,18 +175,18 @@ class MuOmniFeatureExtractor(SequenceFeatureExtractor):
         n_fft (`int`, defaults to 400): STFT size and Hann window length (25 ms).
         min_frequency / max_frequency (`float`, defaults to 0 / 8000): filterbank range in Hz.
         padding_value (`float`, defaults to 0.0): value of the padded frames of `input_features`.
-        return_attention_mask (`bool`, defaults to `True`): return `feature_attention_mask`.
+        return_attention_mask (`bool`, defaults to `True`): return `attention_mask`.
         max_length_seconds (`float`, defaults to 30.0): longer clips are an error, never truncated.
 
     Calling it returns a [`BatchFeature`] with
         - `input_features` of shape `(B, M, F)`, `F` the frames of the longest clip (or of `max_length`);
-        - `feature_attention_mask` of shape `(B, F)`, 1 for the `num_frames(S_i)` real frames of clip `i`.
+        - `attention_mask` of shape `(B, F)`, 1 for the `num_frames(S_i)` real frames of clip `i`.
 
     `mel_filters` (`np.ndarray` of shape `(K, M)`, Slaney scale and norm) is rebuilt from the fields
     above on construction and is not saved in `preprocessor_config.json`, as in Whisper.
     """
 
-    model_input_names = ["input_features", "feature_attention_mask"]
+    model_input_names = ["input_features", "attention_mask"]
 
     def __init__(
         self,
@@ -305,7 +305,7 @@ class MuOmniFeatureExtractor(SequenceFeatureExtractor):
             load_audio_backend: ignored (files are read with soundfile); accepted for the processor API.
 
         Returns:
-            [`BatchFeature`] with `input_features` `(B, M, F)` float32 and `feature_attention_mask`
+            [`BatchFeature`] with `input_features` `(B, M, F)` float32 and `attention_mask`
             `(B, F)` int64.
         """
         if truncation:
@@ -349,7 +349,7 @@ class MuOmniFeatureExtractor(SequenceFeatureExtractor):
         features, mask = self._extract(clips, num_frames, device)
         data = {"input_features": features}
         if return_attention_mask:
-            data["feature_attention_mask"] = mask
+            data["attention_mask"] = mask
         if return_tensors is None:
             return_tensors = "np"
         return BatchFeature(data=data, tensor_type=return_tensors)

@@ -6,8 +6,8 @@ expanded to exactly as many placeholder tokens as the encoders will produce for 
 the model can swap them for projected features one for one:
 
     image: `image_seq_length` tokens (1 for CLS only, 1 + g*g for CLS + a pooled g x g grid)
-    audio: `audio_token_count(num_frames, downsample_factor, stack_factor)` tokens, e.g. 126 for
-           a 10 s clip (1001 mel frames -> 251 CTC frames at 25 Hz -> 126 tokens at 12.5 Hz)
+    audio: `audio_token_count(audio_config, num_frames)` tokens, e.g. 125 for a 10 s clip
+           (1000 mel frames -> 250 CTC frames at 25 Hz -> 125 tokens at 12.5 Hz)
 """
 
 from collections.abc import Sequence
@@ -17,23 +17,8 @@ import torch
 from transformers import ProcessorMixin
 from transformers.feature_extraction_utils import BatchFeature
 
-
-def conv_output_length(num_frames: int, downsample_factor: int) -> int:
-    """Frames left after the audio encoder's stride-2 convs (kernel 3, padding 1): L -> (L - 1) // 2 + 1 each."""
-    length = num_frames
-    factor = downsample_factor
-    while factor > 1:
-        length = (length - 1) // 2 + 1
-        factor //= 2
-    return length
-
-
-def audio_token_count(num_frames: int, downsample_factor: int = 4, stack_factor: int = 2) -> int:
-    """Thinker tokens for a clip of `num_frames` mel frames: ceil(encoder frames / stack_factor)."""
-    if num_frames <= 0:
-        raise ValueError(f"an audio clip needs at least one mel frame, got {num_frames}")
-    encoder_frames = conv_output_length(num_frames, downsample_factor)
-    return -(-encoder_frames // stack_factor)
+from muomni.configuration import MuOmniAudioEncoderConfig
+from muomni.modeling_audio_encoder import audio_token_count
 
 
 class MuOmniProcessor(ProcessorMixin):
@@ -71,6 +56,10 @@ class MuOmniProcessor(ProcessorMixin):
         self.image_seq_length = image_seq_length
         self.audio_downsample_factor = audio_downsample_factor
         self.audio_stack_factor = audio_stack_factor
+        # the encoder's length arithmetic needs only these two numbers
+        self._audio_config = MuOmniAudioEncoderConfig(
+            downsample_factor=audio_downsample_factor, stack_factor=audio_stack_factor
+        )
         self.image_token = tokenizer.image_token
         self.image_token_id = tokenizer.image_token_id
         self.audio_token = tokenizer.audio_token
@@ -125,12 +114,11 @@ class MuOmniProcessor(ProcessorMixin):
         kwargs.pop("truncation", None)
         kwargs.pop("max_length", None)
         processed = self.feature_extractor(audio, return_attention_mask=True, **kwargs)
+        # the text's attention_mask keeps its name; the mel frames' mask becomes feature_attention_mask
+        processed["feature_attention_mask"] = processed.pop("attention_mask")
         frames = processed["feature_attention_mask"]
         frames = frames.sum(-1).tolist() if hasattr(frames, "sum") else [int(np.sum(f)) for f in frames]
-        replacements = [
-            self.audio_token * audio_token_count(int(n), self.audio_downsample_factor, self.audio_stack_factor)
-            for n in frames
-        ]
+        replacements = [self.audio_token * self.audio_token_count(int(n)) for n in frames]
         return processed, replacements
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
@@ -138,7 +126,9 @@ class MuOmniProcessor(ProcessorMixin):
 
     def audio_token_count(self, num_frames: int) -> int:
         """Placeholder tokens that a clip of `num_frames` mel frames expands to."""
-        return audio_token_count(num_frames, self.audio_downsample_factor, self.audio_stack_factor)
+        if num_frames <= 0:
+            raise ValueError(f"an audio clip needs at least one mel frame, got {num_frames}")
+        return int(audio_token_count(self._audio_config, num_frames))
 
     def batch_decode(self, *args, **kwargs):
         return self.tokenizer.batch_decode(*args, **kwargs)
@@ -162,4 +152,4 @@ def _is_flat_number_list(values: Sequence) -> bool:
     return len(values) > 0 and all(isinstance(v, (int, float)) for v in values)
 
 
-__all__ = ["MuOmniProcessor", "audio_token_count", "conv_output_length"]
+__all__ = ["MuOmniProcessor"]

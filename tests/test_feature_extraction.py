@@ -93,7 +93,7 @@ def test_frame_count_formula(fe, num_samples):
     out = features(fe, chirp(num_samples / SR))
     assert fe.num_frames(num_samples) == num_samples // 160
     assert out["input_features"].shape == (1, 128, num_samples // 160)
-    assert out["feature_attention_mask"].tolist() == [[1] * (num_samples // 160)]
+    assert out["attention_mask"].tolist() == [[1] * (num_samples // 160)]
 
 
 def test_short_clip_is_identical_alone_and_in_a_batch(fe):
@@ -102,8 +102,8 @@ def test_short_clip_is_identical_alone_and_in_a_batch(fe):
     batch = features(fe, [short, long])
     frames = fe.num_frames(short.shape[0])
     assert batch["input_features"].shape == (2, 128, 300)
-    assert batch["feature_attention_mask"].dtype == torch.int64
-    assert batch["feature_attention_mask"].sum(-1).tolist() == [frames, 300]
+    assert batch["attention_mask"].dtype == torch.int64
+    assert batch["attention_mask"].sum(-1).tolist() == [frames, 300]
     torch.testing.assert_close(batch["input_features"][0, :, :frames], alone["input_features"][0], atol=1e-6, rtol=0)
     assert torch.equal(batch["input_features"][0, :, frames:], torch.zeros(128, 300 - frames))
     torch.testing.assert_close(batch["input_features"][1], features(fe, long)["input_features"][0], atol=1e-6, rtol=0)
@@ -118,17 +118,17 @@ def test_padding_value_fills_padded_frames():
 def test_padding_max_length_and_pad_to_multiple_of(fe):
     out = features(fe, [chirp(0.5), chirp(1.0)], padding="max_length", max_length=2 * SR)
     assert out["input_features"].shape == (2, 128, 200)
-    assert out["feature_attention_mask"].sum(-1).tolist() == [50, 100]
+    assert out["attention_mask"].sum(-1).tolist() == [50, 100]
     out = features(fe, chirp(1.0), pad_to_multiple_of=64)
     assert out["input_features"].shape == (1, 128, 128)
-    assert out["feature_attention_mask"].sum().item() == 100
+    assert out["attention_mask"].sum().item() == 100
 
 
 def test_return_types(fe):
     out = fe(chirp(0.5), sampling_rate=SR)
     assert isinstance(out["input_features"], np.ndarray) and out["input_features"].dtype == np.float32
-    assert isinstance(out["feature_attention_mask"], np.ndarray)
-    assert "attention_mask" not in out  # would clobber the text attention mask in a processor
+    assert isinstance(out["attention_mask"], np.ndarray)
+    assert out["attention_mask"].dtype == np.int64  # the processor renames it feature_attention_mask
     out = fe(chirp(0.5), sampling_rate=SR, return_attention_mask=False, return_tensors="pt")
     assert set(out) == {"input_features"}
 
@@ -178,7 +178,7 @@ def test_batch_of_mixed_types(fe, tmp_path):
     soundfile.write(path, b, SR, subtype="FLOAT")
     out = features(fe, [a.tolist(), torch.from_numpy(a), path])
     assert out["input_features"].shape == (3, 128, 80)
-    assert out["feature_attention_mask"].sum(-1).tolist() == [50, 50, 80]
+    assert out["attention_mask"].sum(-1).tolist() == [50, 50, 80]
     torch.testing.assert_close(out["input_features"][2], features(fe, b)["input_features"][0], atol=1e-6, rtol=0)
 
 
