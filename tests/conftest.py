@@ -34,6 +34,16 @@ TINY_TEXT_CONFIG = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a loaded 2-core machine the thread
+    hand-offs make them ~10x slower; the whole suite runs single-threaded."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def qwen2_config_from(config: MuOmniTextConfig, **overrides) -> Qwen2Config:
     """The `Qwen2Config` with the same dimensions, RoPE base, special ids and attention kernel as a
     dense `MuOmniTextConfig`. Qwen2 always has q/k/v biases: pair it with `attention_bias=True`."""
