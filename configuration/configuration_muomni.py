@@ -289,6 +289,7 @@ class MuOmniThinkerConfig(PreTrainedConfig):
     projectors, and the ids of the media placeholder tokens that projected features replace."""
 
     model_type = "muomni_thinker"
+    base_config_key = "thinker_config"  # MuOmniThinkerConfig.from_pretrained(full checkpoint) reads the thinker
     sub_configs_defaults = {
         "text_config": MuOmniTextConfig,
         "audio_config": MuOmniAudioEncoderConfig,
@@ -569,6 +570,11 @@ class MuOmniConfig(PreTrainedConfig):
 
     def get_text_config(self, *args, **kwargs):
         return self.thinker_config.get_text_config(*args, **kwargs)
+
+    @property
+    def inputs_to_logits_ratio(self) -> int:
+        """Waveform samples per CTC frame (the ASR pipeline's chunking stride unit)."""
+        return self.thinker_config.audio_config.inputs_to_logits_ratio
 
 
 __all__ = [

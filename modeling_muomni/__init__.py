@@ -48,6 +48,13 @@ from .modeling_thinker import (
     MuOmniMultiModalProjector,
     MuOmniThinkerForConditionalGeneration,
 )
+from .modeling_muomni import (
+    MuOmniForConditionalGeneration,
+    MuOmniForSpeechRecognition,
+    MuOmniForTextToSpeech,
+    MuOmniGenerateOutput,
+    MuOmniSpeechChunk,
+)
 from muomni.processing.feature_extraction_muomni import MuOmniFeatureExtractor
 from muomni.processing.image_processing_muomni import MuOmniImageProcessor
 from muomni.processing.processing_muomni import MuOmniProcessor
@@ -95,4 +102,9 @@ __all__ = [
     "MuOmniFeatureExtractor",
     "MuOmniImageProcessor",
     "MuOmniProcessor",
+    "MuOmniForConditionalGeneration",
+    "MuOmniForSpeechRecognition",
+    "MuOmniForTextToSpeech",
+    "MuOmniGenerateOutput",
+    "MuOmniSpeechChunk",
 ]

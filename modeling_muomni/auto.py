@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForCTC,
     AutoModelForImageTextToText,
     AutoModelForMultimodalLM,
+    AutoModelForTextToWaveform,
     AutoProcessor,
     AutoTokenizer,
 )
@@ -31,6 +32,7 @@ from .modeling_codec import MuOmniCodec
 from .modeling_talker import MuOmniTalkerForConditionalGeneration
 from .modeling_text import MuOmniForCausalLM, MuOmniTextModel
 from .modeling_thinker import MuOmniThinkerForConditionalGeneration
+from .modeling_muomni import MuOmniForConditionalGeneration, MuOmniForSpeechRecognition, MuOmniForTextToSpeech
 from muomni.processing.processing_muomni import MuOmniProcessor
 from .modeling_vision_encoder import MuOmniVisionEncoder
 from .modeling_vocoder import MuOmniNeuralVocoder
@@ -68,4 +70,8 @@ def register_auto_classes() -> None:
     AutoModelForMultimodalLM.register(MuOmniThinkerConfig, MuOmniThinkerForConditionalGeneration, exist_ok=True)
     for config_class in (MuOmniThinkerConfig, MuOmniConfig):
         AutoProcessor.register(config_class, MuOmniProcessor, exist_ok=True)
+    for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMultimodalLM):
+        auto_class.register(MuOmniConfig, MuOmniForConditionalGeneration, exist_ok=True)
+    AutoModelForTextToWaveform.register(MuOmniConfig, MuOmniForTextToSpeech, exist_ok=True)
+    AutoModelForCTC.register(MuOmniConfig, MuOmniForSpeechRecognition, exist_ok=True)
     _registered = True

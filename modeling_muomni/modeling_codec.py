@@ -136,7 +136,7 @@ class MuOmniVectorQuantizer(nn.Module):
         distances = (
             flat.pow(2).sum(dim=1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(dim=1)[None]
         )  # (B*T, K)
-        return distances.argmin(dim=1).view(residual.shape[:-1])
+        return distances.argmin(dim=1).view(residual.shape[:-1])  # (B, T)
 
     @torch.no_grad()
     def update_codebook(self, samples: torch.Tensor) -> None:
@@ -329,7 +329,7 @@ class MuOmniCodec(MuOmniCodecPreTrainedModel):
     `decode(encode(mel))[..., :F]` equals `forward(mel).reconstruction`.
 
     The mel is the feature extractor's normalised log-mel (`MuOmniFeatureExtractor`); `mel_mask` (B, F)
-    is its `feature_attention_mask` (1 real, 0 padding). Padded frames are left out of every loss,
+    is its frame mask, `attention_mask` (1 real, 0 padding). Padded frames are left out of every loss,
     of the codebook statistics and of the data the codebooks are restarted from.
     """
 

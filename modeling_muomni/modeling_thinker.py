@@ -58,6 +58,8 @@ class MuOmniThinkerPreTrainedModel(PreTrainedModel):
     config: MuOmniThinkerConfig
     config_class = MuOmniThinkerConfig
     base_model_prefix = "thinker"
+    # read by `generate` and the any-to-any pipeline (which needs torchvision once "image" is declared)
+    input_modalities = ("image", "audio", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MuOmniDecoderLayer", "MuOmniEncoderLayer"]
     _skip_keys_device_placement = ["past_key_values"]
@@ -76,6 +78,8 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
     """
 
     _tied_weights_keys = {"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"}
+    # loading the thinker alone from a full MuOmni checkpoint skips the speech side
+    _keys_to_ignore_on_load_unexpected = [r"^(talker|codec|vocoder)\."]
 
     def __init__(self, config: MuOmniThinkerConfig):
         super().__init__(config)
@@ -168,6 +172,14 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
             )
         return inputs_embeds
 
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+        # `generate` drops pixel_values / input_features after the prefill step but would keep passing their
+        # mask; media are consumed once, their placeholders then live in the KV cache
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            model_inputs.pop("feature_attention_mask", None)
+        return model_inputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -210,6 +222,11 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
                     input_ids, inputs_embeds, pixel_values, input_features, feature_attention_mask
                 )
                 input_ids = None
+        if position_ids is None and isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+            # real tokens count from 0 whatever the left padding, as in generate(): a left-padded batch then
+            # gives each item the positions (and the logits) it has alone, and padding uses no position budget
+            length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]  # (B, T)
 
         return self.language_model(
             input_ids=input_ids,

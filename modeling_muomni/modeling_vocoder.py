@@ -312,8 +312,8 @@ class MuOmniNeuralVocoder(MuOmniVocoderPreTrainedModel):
             hidden_states = layer(hidden_states)
         hidden_states = self.final_layer_norm(hidden_states.transpose(1, 2))  # (B, F + 1, D)
         log_magnitude, phase = self.head(hidden_states).transpose(1, 2).chunk(2, dim=1)  # 2 x (B, K, F + 1)
-        magnitude = log_magnitude.exp().clamp(max=MAX_MAGNITUDE)
-        return torch.polar(magnitude, phase)  # magnitude * (cos(phase) + i sin(phase))
+        magnitude = log_magnitude.float().exp().clamp(max=MAX_MAGNITUDE)  # the iSTFT runs in float32
+        return torch.polar(magnitude, phase.float())  # magnitude * (cos(phase) + i sin(phase))
 
     def forward(self, mel: torch.Tensor, waveform: torch.Tensor | None = None) -> MuOmniVocoderOutput:
         r"""

@@ -113,6 +113,9 @@ class MuOmniProcessor(ProcessorMixin):
         kwargs.pop("padding_side", None)
         kwargs.pop("truncation", None)
         kwargs.pop("max_length", None)
+        # the model needs the mel mask to ignore padded frames (and the count below reads it), so it is always
+        # returned; `return_attention_mask=False` still applies to the text's attention_mask
+        kwargs.pop("return_attention_mask", None)
         processed = self.feature_extractor(audio, return_attention_mask=True, **kwargs)
         # the text's attention_mask keeps its name; the mel frames' mask becomes feature_attention_mask
         processed["feature_attention_mask"] = processed.pop("attention_mask")
