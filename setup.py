@@ -72,8 +72,13 @@ setup(
         "numpy",
         "soundfile",
         "pillow",
+        "pyyaml",
+        "chatterbot-corpus>=1.3.3",  # BSD-3-Clause dialog corpus for the built-in text data
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout"],
+        # eSpeak NG (GPL-3.0-or-later library + voices, loaded at run time through ctypes) synthesises the
+        # built-in speech data; only the dataset generator and the demo need it
+        "demo": ["espeakng-loader>=0.2.4"],
+        "test": ["pytest>=8", "pytest-timeout", "espeakng-loader>=0.2.4"],
     },
 )

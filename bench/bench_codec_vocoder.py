@@ -12,15 +12,16 @@ inversion compares the two filterbank inversions of `MuOmniGriffinLim` (NNLS vs 
 speed     real-time factor (compute seconds / audio seconds, median of `--repeats` runs after a
           warm-up) and peak memory of Griffin-Lim and of the (untrained) neural vocoder at the `tiny`
           and `micro` presets, for 1, 5 and 10 s of mel. Each measurement runs in a fresh process; peak
-          memory is its peak RSS (ru_maxrss) minus the RSS before the timed runs.
+          memory is the peak RSS of its first run above the RSS before it (Linux VmHWM, reset first).
 
 Speech is eSpeak NG (Harvard sentences, six voices, random rate and pitch) when the `espeakng-loader`
 package is installed, else the synthetic speech-like signal of `speech_synthesis.speech_like`.
-On a shared machine prefer `--threads 1` (oversubscribed OpenMP threads spin) and `--clock cpu`.
+Both wall and process CPU time are reported; on a shared machine prefer `--threads 1` (oversubscribed
+OpenMP threads spin) and read the CPU column.
 
     python bench/bench_codec_vocoder.py
     python bench/bench_codec_vocoder.py --parts codec --steps 600 --factors 4
-    python bench/bench_codec_vocoder.py --parts speed --threads 2 --clock wall
+    python bench/bench_codec_vocoder.py --parts speed --threads 2
 """
 
 import argparse
@@ -29,7 +30,6 @@ import math
 import multiprocessing
 import os
 import random
-import resource
 import statistics
 import sys
 import time
@@ -40,12 +40,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from speech_synthesis import HARVARD_SENTENCES, VOICES, espeak_available, speech_like, synthesize  # noqa: E402
 
-from muomni import MuOmniCodec, MuOmniCodecConfig, MuOmniGriffinLim, MuOmniNeuralVocoder, MuOmniVocoderConfig  # noqa: E402
+from muomni import MuOmniCodec, MuOmniCodecConfig, MuOmniGriffinLim  # noqa: E402
+from muomni import MuOmniNeuralVocoder, MuOmniVocoderConfig  # noqa: E402
 from muomni.configuration import get_preset  # noqa: E402
 from muomni.modeling_vocoder import griffin_lim, invert_mel_filterbank, mel_filters, mel_to_power  # noqa: E402
 from muomni.processing import MuOmniFeatureExtractor  # noqa: E402
 
 DB_PER_UNIT = 40.0  # one normalised log-mel unit is 4 log10 units of power = 40 dB
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 def load_speech(synthetic: bool, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
@@ -65,7 +74,8 @@ def load_speech(synthetic: bool, seed: int = 0) -> tuple[list[torch.Tensor], lis
 
 def extract(extractor: MuOmniFeatureExtractor, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     features = extractor(clips, sampling_rate=16000, return_tensors="pt")
-    return features["input_features"], features["feature_attention_mask"].bool()
+    mask_name = extractor.model_input_names[1]  # the frame mask's name ("attention_mask")
+    return features["input_features"], features[mask_name].bool()
 
 
 def random_crops(mels: list[torch.Tensor], batch_size: int, frames: int, generator: torch.Generator) -> torch.Tensor:
@@ -131,14 +141,22 @@ def bench_codec(args, train_mels, held_mel, held_mask) -> None:
         bitrate = config.num_quantizers * math.log2(config.codebook_size) * config.frame_rate
         rows.append((factor, config.frame_rate, bitrate, metrics, seconds))
 
-    header = "| factor | frame rate (Hz) | bitrate (bit/s) | held-out mel L1 | mel distance (dB) | utilisation per codebook | perplexity per codebook | train time (s) |"
-    print(header)
-    print("|---" * (header.count("|") - 1) + "|")
-    for factor, rate, bitrate, metrics, seconds in rows:
-        usage = " / ".join(f"{u:.2f}" for u in metrics["usage"])
-        perplexity = " / ".join(f"{p:.0f}" for p in metrics["perplexity"])
-        print(f"| {factor} | {rate:g} | {bitrate:.0f} | {metrics['mel_l1']:.4f} | {metrics['distance_db']:.2f} | "
-              f"{usage} | {perplexity} | {seconds:.0f} |")
+    header = [
+        "factor", "frame rate (Hz)", "bitrate (bit/s)", "held-out mel L1", "mel distance (dB)",
+        "utilisation per codebook", "perplexity per codebook", "train time (s)",
+    ]  # fmt: skip
+    print_table(
+        header,
+        [
+            [
+                str(factor), f"{rate:g}", f"{bitrate:.0f}", f"{metrics['mel_l1']:.4f}", f"{metrics['distance_db']:.2f}",
+                " / ".join(f"{u:.2f}" for u in metrics["usage"]),
+                " / ".join(f"{p:.0f}" for p in metrics["perplexity"]),
+                f"{seconds:.0f}",
+            ]  # fmt: skip
+            for factor, rate, bitrate, metrics, seconds in rows
+        ],
+    )
 
 
 def bench_inversion(args, held_clips, extractor) -> None:
@@ -147,7 +165,7 @@ def bench_inversion(args, held_clips, extractor) -> None:
     config = MuOmniVocoderConfig(griffin_lim_iters=args.gl_iters)
     filters = mel_filters(config)
     window = torch.hann_window(config.n_fft)
-    results = {}
+    rows = []
     for method, iterations in (("pinv", 0), ("nnls", 25), ("nnls", 50), ("nnls", 100), ("nnls", 200)):
         mel_errors, distances, gl_errors, seconds = [], [], [], 0.0
         for clip in held_clips:
@@ -159,70 +177,117 @@ def bench_inversion(args, held_clips, extractor) -> None:
             peak = (mel * 4 - 4).amax()
             rebuilt = (torch.maximum(torch.clamp(filters.T @ power, min=1e-10).log10(), peak - 8) + 4) / 4
             mel_errors.append((rebuilt - mel).abs().mean().item())
-            true_power = torch.stft(clip, config.n_fft, config.hop_length, window=window, return_complex=True).abs()[..., :-1] ** 2
+            stft = torch.stft(clip, config.n_fft, config.hop_length, window=window, return_complex=True)
+            true_power = stft.abs()[..., :-1] ** 2  # (1, K, F): the frames the front end keeps
             ours, truth = (10 * torch.clamp(p, min=1e-10).log10() for p in (power, true_power))
             floor = truth.max() - 80
             distances.append((ours.clamp(min=floor) - truth.clamp(min=floor)).abs().mean().item())
-            waveform = griffin_lim(power.sqrt(), config.n_fft, config.hop_length, args.gl_iters, config.griffin_lim_momentum)
+            waveform = griffin_lim(
+                power.sqrt(), config.n_fft, config.hop_length, args.gl_iters, config.griffin_lim_momentum
+            )
             gl_errors.append((extractor.log_mel(waveform, normalize=True) - mel).abs().mean().item())
-        results[(method, iterations)] = (statistics.mean(mel_errors), statistics.mean(distances), statistics.mean(gl_errors), seconds)
-    print("| inversion | mel L1 of the magnitude | log-spectral distance to the true magnitude (dB) | mel L1 after Griffin-Lim | inversion time (s) |")
-    print("|---|---|---|---|---|")
-    for (method, iterations), (mel_error, distance, gl_error, seconds) in results.items():
         name = "clamp(pinv)" if method == "pinv" else f"NNLS, {iterations} iterations"
-        print(f"| {name} | {mel_error:.4f} | {distance:.2f} | {gl_error:.4f} | {seconds:.2f} |")
+        rows.append(
+            [
+                name, f"{statistics.mean(mel_errors):.4f}", f"{statistics.mean(distances):.2f}",
+                f"{statistics.mean(gl_errors):.4f}", f"{seconds:.2f}",
+            ]  # fmt: skip
+        )
+    header = [
+        "inversion", "mel L1 of the magnitude", "log-spectral distance to the true magnitude (dB)",
+        "mel L1 after Griffin-Lim", "inversion time (s)",
+    ]  # fmt: skip
+    print_table(header, rows)
 
 
-def _speed_child(kind: str, seconds: int, threads: int, repeats: int, clock: str, queue) -> None:
+def _memory_kib(field: str) -> int:
+    """A `VmRSS` / `VmHWM` line of /proc/self/status, in KiB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process: Linux >= 4.0."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _speed_child(kind: str, seconds: int, threads: int, repeats: int, queue) -> None:
     torch.set_num_threads(threads)
     frames = seconds * 100
-    mel = (torch.rand(1, 128, frames, generator=torch.Generator().manual_seed(0)) * 1.5 - 1.0)
+    mel = torch.rand(1, 128, frames, generator=torch.Generator().manual_seed(0)) * 1.5 - 1.0
     if kind == "griffin_lim":
         vocoder = MuOmniGriffinLim(MuOmniVocoderConfig())
-        run = lambda: vocoder(mel)  # noqa: E731
     else:
         fields = dict(get_preset(kind)["vocoder_config"], vocoder_type="neural")
         vocoder = MuOmniNeuralVocoder(MuOmniVocoderConfig(**fields)).eval()
 
-        def run():
-            with torch.no_grad():
-                return vocoder(mel).waveform
+    @torch.no_grad()
+    def run():
+        return vocoder(mel) if kind == "griffin_lim" else vocoder(mel).waveform
 
-    run()  # warm-up
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    timer = time.process_time if clock == "cpu" else time.perf_counter
-    times = []
+    # memory of the first (cold) run: the peak RSS it reaches above the RSS before it
+    rss_before = _memory_kib("VmRSS")
+    can_reset = _reset_peak_rss()
+    run()
+    working = (_memory_kib("VmHWM") - rss_before) / 1024 if can_reset else float("nan")
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = timer()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         run()
-        times.append(timer() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    parameters = sum(p.numel() for p in vocoder.parameters()) if isinstance(vocoder, torch.nn.Module) else 0
-    queue.put({"time": statistics.median(times), "peak_mib": peak / 1024, "delta_mib": max(peak - rss_before, 0) / 1024,
-               "parameters": parameters})
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    parameters = sum(p.numel() for p in vocoder.parameters())
+    queue.put({"wall": statistics.median(wall), "cpu": statistics.median(cpu), "working_mib": working,
+               "rss_mib": rss_before / 1024, "parameters": parameters})
 
 
 def bench_speed(args) -> None:
-    print(f"\n## Vocoder speed on CPU ({args.threads} thread(s), {args.clock} clock, median of {args.repeats})")
-    print("| vocoder | parameters | audio (s) | compute (s) | real-time factor | peak RSS (MiB) | RSS growth during runs (MiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n## Vocoder speed on CPU ({args.threads} thread(s), median of {args.repeats} runs after a warm-up)")
+    rows = []
     context = multiprocessing.get_context("spawn")
-    kinds = {"griffin_lim": f"Griffin-Lim ({MuOmniVocoderConfig().griffin_lim_iters} it., NNLS {MuOmniVocoderConfig().mel_inversion_iters} it.)",
-             "tiny": "neural, tiny preset", "micro": "neural, micro preset"}
+    config = MuOmniVocoderConfig()
+    kinds = {
+        "griffin_lim": f"Griffin-Lim ({config.griffin_lim_iters} it., NNLS {config.mel_inversion_iters} it.)",
+        "tiny": "neural, tiny preset",
+        "micro": "neural, micro preset",
+    }
     for kind, name in kinds.items():
         for seconds in (1, 5, 10):
             queue = context.Queue()
-            process = context.Process(target=_speed_child, args=(kind, seconds, args.threads, args.repeats, args.clock, queue))
+            process = context.Process(target=_speed_child, args=(kind, seconds, args.threads, args.repeats, queue))
             process.start()
             result = queue.get()
             process.join()
-            print(f"| {name} | {result['parameters'] / 1e6:.2f} M | {seconds} | {result['time']:.3f} | "
-                  f"{result['time'] / seconds:.3f} | {result['peak_mib']:.0f} | {result['delta_mib']:.0f} |")
+            rows.append(
+                [
+                    name, f"{result['parameters'] / 1e6:.2f} M", str(seconds), f"{result['wall']:.3f}",
+                    f"{result['cpu']:.3f}", f"{result['wall'] / seconds:.3f}", f"{result['cpu'] / seconds:.3f}",
+                    f"{result['working_mib']:.0f}",
+                ]  # fmt: skip
+            )
+    header = [
+        "vocoder", "parameters", "audio (s)", "wall (s)", "CPU (s)", "RTF (wall)", "RTF (CPU)",
+        "peak working memory (MiB)",
+    ]  # fmt: skip
+    print_table(header, rows)
+    print(f"(process RSS before the runs, imports included: {result['rss_mib']:.0f} MiB)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", default=["codec", "inversion", "speed"], choices=["codec", "inversion", "speed"])
+    parts = ["codec", "inversion", "speed"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--factors", nargs="+", type=int, default=[2, 4, 8])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -236,7 +301,6 @@ def main() -> None:
     parser.add_argument("--gl-iters", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--synthetic", action="store_true", help="use the synthetic speech-like signal, not eSpeak NG")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
@@ -249,9 +313,10 @@ def main() -> None:
         extractor = MuOmniFeatureExtractor()
         start = time.perf_counter()
         train_clips, held_clips, source = load_speech(args.synthetic, args.seed)
-        print(f"speech: {source}; {len(train_clips)} training clips ({sum(c.shape[0] for c in train_clips) / 16000:.0f} s), "
-              f"{len(held_clips)} held-out ({sum(c.shape[0] for c in held_clips) / 16000:.0f} s), "
-              f"made in {time.perf_counter() - start:.1f} s")
+        train_seconds = sum(clip.shape[0] for clip in train_clips) / 16000
+        held_seconds = sum(clip.shape[0] for clip in held_clips) / 16000
+        print(f"speech: {source}; {len(train_clips)} training clips ({train_seconds:.0f} s), {len(held_clips)} "
+              f"held-out ({held_seconds:.0f} s), made in {time.perf_counter() - start:.1f} s")
         if "codec" in args.parts:
             train_mels = [extractor.log_mel(clip[None], normalize=True)[0] for clip in train_clips]
             held_mel, held_mask = extract(extractor, held_clips)

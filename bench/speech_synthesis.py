@@ -9,6 +9,7 @@ Benchmark-only helper (not part of the `muomni` package); it may move to `traini
 """
 
 import ctypes
+import importlib.util
 import math
 
 import numpy as np
@@ -125,11 +126,7 @@ _ENGINE: _Espeak | None = None
 
 
 def espeak_available() -> bool:
-    try:
-        import espeakng_loader  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("espeakng_loader") is not None
 
 
 def synthesize(text: str, voice: str = "en-us", rate: int = 160, pitch: int = 50) -> torch.Tensor:
@@ -156,7 +153,9 @@ def speech_like(seed: int, seconds: float = 2.0, sampling_rate: int = SAMPLING_R
         kinds.append(int(torch.multinomial(torch.tensor([0.6, 0.25, 0.15]), 1, generator=generator)))
     f0 = (90 + 160 * rand(1)) * (1 + 0.2 * torch.sin(2 * math.pi * (0.5 + rand(1)) * t + 6 * rand(1)))
     phase = 2 * math.pi * torch.cumsum(f0, 0) / sampling_rate
-    vowels = torch.tensor([[300, 2300, 3000], [700, 1200, 2600], [500, 1500, 2500], [350, 800, 2400], [600, 1900, 2700]])
+    vowels = torch.tensor(
+        [[300, 2300, 3000], [700, 1200, 2600], [500, 1500, 2500], [350, 800, 2400], [600, 1900, 2700]]
+    )  # (5 vowels, 3 formants) in Hz
     formants = torch.zeros(num_samples, 3)
     for k in range(len(kinds)):
         formants[bounds[k] : bounds[k + 1]] = vowels[int(rand(1) * 5)] * (0.9 + 0.2 * rand(3))

@@ -25,6 +25,7 @@ from muomni.training.data import (  # noqa: E402
     normalize_transcript,
     resample,
     synthesize,
+    with_audio_arrays,
 )
 from muomni.training.data import builtin, speech  # noqa: E402
 from muomni.training.data.scenes import (  # noqa: E402
@@ -37,9 +38,21 @@ from muomni.training.data.scenes import (  # noqa: E402
     sample_scene,
     scene_questions,
 )
-from muomni.training.data.text import SENTENCE_TEMPLATES, HeldoutFilter, sentence_split  # noqa: E402
+from muomni.training.data.text import SENTENCE_TEMPLATES, HeldoutFilter, content_key, sentence_split  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
+
+
+def _text_columns(sft):
+    return sft.select_columns(["task", "messages", "target"])  # reading rows would decode the media
+
+
+def _undecoded(sft):
+    return sft.cast_column("audio", Audio(decode=False)).cast_column("image", Image(decode=False))
+
+
+def _media_bytes(row):
+    return (row["image"] or row["audio"])["bytes"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +69,13 @@ def test_same_seed_same_content_and_fingerprint(built):
         for split in SPLITS:
             assert again[name][split]._fingerprint == built[name][split]._fingerprint, (name, split)
             assert again[name][split].data.table.equals(built[name][split].data.table), (name, split)
+
+
+def test_num_proc_does_not_change_content(built):
+    parallel = build_builtin_dataset(seed=0, scale="test", num_proc=2, show_progress=False)
+    for name in DATASET_NAMES:
+        for split in SPLITS:
+            assert parallel[name][split].data.table.equals(built[name][split].data.table), (name, split)
 
 
 def test_other_seed_other_content(built):
@@ -103,12 +123,14 @@ def test_splits_share_no_sentence_scene_or_conversation(built):
     disjoint({s: built["images"][s]["caption"] for s in SPLITS})
     disjoint({s: [m[0]["content"] for m in built["chat"][s]["messages"]] for s in SPLITS})
     disjoint({s: built["text"][s]["text"] for s in SPLITS})
-    disjoint({s: [(r["task"], r["messages"][0]["content"], r["target"]) for r in built["sft"][s]] for s in SPLITS})
+    # SFT prompts and short answers recur ("How many stars are there?" -> "two"); the media never do
+    disjoint({s: [_media_bytes(r) for r in _undecoded(built["sft"][s]) if r["task"] != "chat"] for s in SPLITS})
+    disjoint({s: [str(r["messages"]) for r in _text_columns(built["sft"][s]) if r["task"] == "chat"] for s in SPLITS})
 
 
 def test_sft_rows_come_from_the_same_split(built):
     for split in SPLITS:
-        sft = built["sft"][split]
+        sft = _text_columns(built["sft"][split])
         transcripts = set(built["speech"][split]["text"])
         captions = set(built["images"][split]["caption"])
         chats = [m for m in built["chat"][split]["messages"]]
@@ -146,13 +168,14 @@ def test_text_corpus_excludes_heldout_sentences(built):
     heldout = [t for s in ("validation", "test") for t in built["speech"][s]["text"]]
     heldout += [c for s in ("validation", "test") for c in built["images"][s]["caption"]]
     heldout += [m[0]["content"] for s in ("validation", "test") for m in built["chat"][s]["messages"]]
-    heldout += [r["messages"][0]["content"] for s in ("validation", "test") for r in built["sft"][s] if r["task"] == "chat"]
+    for split in ("validation", "test"):
+        heldout += [r["messages"][0]["content"] for r in _text_columns(built["sft"][split]) if r["task"] == "chat"]
     check = HeldoutFilter(heldout)
     corpus = built["text"]["train"]["text"]
     assert all(check.allows(document) for document in corpus)
-    joined = " " + " ".join(normalize_transcript(d) for d in corpus) + " "
+    joined = " " + " | ".join(content_key(d) for d in corpus) + " "  # "|" keeps matches inside one document
     for sentence in heldout:
-        key = normalize_transcript(sentence)
+        key = content_key(sentence)
         if len(key.split()) >= 4:
             assert f" {key} " not in joined, sentence
 
@@ -183,6 +206,21 @@ def test_audio_is_16khz_non_silent_and_as_long_as_its_text(built):
             assert 0.03 * chars + 0.1 <= seconds <= 0.15 * chars + 0.6, (row["text"], seconds)
             assert row["text"] == normalize_transcript(row["text"]) and row["text"].isascii()
             assert 80 <= row["words_per_minute"] <= 450 and 0 <= row["pitch"] <= 99
+
+
+def test_with_audio_arrays_decodes_without_torchcodec(built):
+    sft = with_audio_arrays(built["sft"]["train"])
+    assert isinstance(sft.features["audio"], Audio) and sft.features["audio"].decode is False
+    for row in sft:
+        if row["task"] in ("asr", "speech_qa", "tts"):
+            assert row["audio"]["sampling_rate"] == 16000 and row["audio"]["array"].dtype == np.float32
+            assert row["audio"]["array"].ndim == 1 and len(row["audio"]["array"]) > 8000
+        else:
+            assert row["audio"] is None
+    with pytest.raises(ValueError, match="column 'text' is not an Audio column"):
+        with_audio_arrays(built["speech"]["train"], columns=("text",))
+    with pytest.raises(TypeError, match="dataset must be a Dataset or DatasetDict"):
+        with_audio_arrays([1, 2])
 
 
 def test_images_are_224_rgb(built):
@@ -233,7 +271,9 @@ def test_questions_agree_with_scene_metadata_and_pixels():
             words = question.rstrip("?.").split()
             colour = next((w for w in words if w in COLOURS), None)
             shape = next((s for s in SHAPES if s in words or plural(s) in words), None)
-            matching = [o for o in scene.objects if (colour is None or o.colour == colour) and (shape is None or o.shape == shape)]
+            matching = [
+                o for o in scene.objects if colour in (None, o.colour) and shape in (None, o.shape)
+            ]
             if kind == "count":
                 assert NUMBER_WORDS.index(answer) == len(matching)
             elif kind == "exist":
@@ -259,7 +299,7 @@ def test_answers_are_balanced_per_question_type():
 
 def test_sft_rows_carry_matching_media(built):
     for split in SPLITS:
-        rows = built["sft"][split].cast_column("audio", Audio(decode=False)).cast_column("image", Image(decode=False))
+        rows = _undecoded(built["sft"][split])
         assert set(rows["task"]) <= set(SFT_TASKS)
         for row in rows:
             user, last = row["messages"][0], row["messages"][-1]
@@ -323,7 +363,8 @@ def test_normalize_transcript():
         ({"num_proc": 0}, ValueError, "num_proc must be a positive integer, got 0"),
         ({"scale": {"speech": {"train": -5, "validation": 1, "test": 1}}}, ValueError,
          r"size of speech / train must be a non-negative integer, got -5"),
-        ({"scale": {"speech": {"train": 10, "validation": 1, "test": 1}}}, ValueError, r"sft.asr / train \(500\) needs at most"),
+        ({"scale": {"speech": {"train": 10, "validation": 1, "test": 1}}}, ValueError,
+         r"sft.asr / train \(500\) needs more than the speech rows give \(10 rows"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
@@ -381,3 +422,46 @@ def test_bad_synthesis_arguments(kwargs, match):
 def test_empty_text_is_an_error():
     with pytest.raises(ValueError, match="text must be a non-empty string"):
         synthesize("   ")
+
+
+def test_more_speech_errors(tmp_path, monkeypatch):
+    with pytest.raises(TypeError, match="settings must be a VoiceSettings, got str"):
+        speech.get_synthesizer().synthesize_native("hello", "en+m3")
+    with pytest.raises(ValueError, match="sampling_rate must be a positive integer, got 0"):
+        EspeakSynthesizer(sampling_rate=0)
+    with pytest.raises(TypeError, match="expected an audio dict or AudioDecoder, got list"):
+        decode_audio([0.0, 1.0])
+    with pytest.raises(ValueError, match="audio value has neither 'bytes' nor 'path'"):
+        decode_audio({"bytes": None, "path": None})
+    library, data = speech.espeak_paths()
+    (tmp_path / "voices" / "!v").mkdir(parents=True)  # voice folders but no phoneme data
+    with pytest.raises(EspeakUnavailableError, match="eSpeak NG data file 'phondata' is missing"):
+        EspeakSynthesizer(library_path=library, data_path=str(tmp_path))
+    libm = "/lib/x86_64-linux-gnu/libm.so.6"
+    if sys.platform.startswith("linux") and __import__("os").path.isfile(libm):  # a real library, but not eSpeak NG
+        with pytest.raises(EspeakUnavailableError, match="lacks espeak_ng_SetRandSeed"):
+            EspeakSynthesizer(library_path=libm, data_path=data)
+
+    import espeakng_loader
+
+    def no_data():
+        raise RuntimeError("data path not exists")
+
+    monkeypatch.setattr(espeakng_loader, "get_data_path", no_data)
+    with pytest.raises(EspeakUnavailableError, match="espeakng-loader found no eSpeak NG voice data"):
+        speech.espeak_paths()
+
+
+def test_more_argument_errors():
+    from muomni.training.data.facts import number_word
+    from muomni.training.data.scenes import SceneObject, _outline
+
+    with pytest.raises(ValueError, match="number_word covers 0-99, got 120"):
+        number_word(120)
+    blob = SceneObject("blob", "red", "small", "left", (200, 0, 0), (40, 40), 10, 0.0)
+    with pytest.raises(ValueError, match="unknown shape 'blob'"):
+        _outline(blob, 2)
+    with pytest.raises(ValueError, match=r"assistant_share must be in \[0, 1\], got 2"):
+        build_builtin_dataset(scale={"assistant_share": 2}, show_progress=False)
+    with pytest.raises(ValueError, match=r"sft.tts / train \(300\) exceeds the speech rows in the assistant voice"):
+        build_builtin_dataset(scale={"assistant_share": 0.0}, show_progress=False)

@@ -241,9 +241,9 @@ def test_training_on_speech_like_mels_lowers_loss_and_uses_codebooks(speech_mels
         (torch.randn(2, 80, 10), None, ValueError, r"mel has 80 mel bins .* num_mel_bins=128"),
         (torch.randn(128, 10), None, ValueError, r"mel must have shape \(B, M, F\), got \(128, 10\)"),
         (torch.randn(2, 128, 0), None, ValueError, r"mel has no frames"),
-        (torch.ones(2, 128, 10, dtype=torch.long), None, TypeError, r"mel must be a float tensor, got dtype torch.int64"),
+        (torch.ones(2, 128, 10, dtype=torch.long), None, TypeError, r"mel must be a float tensor, got dtype .*int64"),
         ([[0.0]], None, TypeError, r"mel must be a torch.Tensor .* got list"),
-        (torch.randn(2, 128, 10), torch.ones(2, 11), ValueError, r"mel_mask has shape \(2, 11\), expected \(B, F\) = \(2, 10\)"),
+        (torch.randn(2, 128, 10), torch.ones(2, 11), ValueError, r"mel_mask has shape \(2, 11\), expected .*\(2, 10\)"),
     ],
 )
 def test_invalid_mel_is_refused(mel, mask, error, match):
