@@ -13,6 +13,7 @@ the loss and metric curves to the output directory (`training_curves.png`).
 
 import math
 import os
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -52,6 +53,17 @@ def apply_stage_freezing(
     if trainable == 0:
         raise ValueError(f"Nothing to train in {type(model).__name__} with trainable_modules={trainable_modules}")
     return {"trainable": trainable, "frozen": frozen}
+
+
+@dataclass
+class StageResult:
+    """What a stage recipe (`run_stage_a` ... `run_stage_e`) hands to the next stages and the CLI:
+    the directories it saved (by artefact name, e.g. {"thinker_lm": ..., "tokenizer": ...}) and its
+    final validation / test metrics (e.g. {"eval_perplexity": 12.3})."""
+
+    stage: str
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class TrainingCurvesCallback(TrainerCallback):
@@ -106,4 +118,4 @@ class MuOmniStageTrainer(Trainer):
         return metrics
 
 
-__all__ = ["MuOmniStageTrainer", "TrainingCurvesCallback", "apply_stage_freezing"]
+__all__ = ["MuOmniStageTrainer", "StageResult", "TrainingCurvesCallback", "apply_stage_freezing"]
