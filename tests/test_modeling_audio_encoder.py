@@ -27,16 +27,6 @@ TINY_AUDIO_CONFIG = {
 }
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the thread pool's
-    spin-waiting makes them 10x slower; run these tests on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_config(**overrides) -> MuOmniAudioEncoderConfig:
     return MuOmniAudioEncoderConfig(**{**TINY_AUDIO_CONFIG, **overrides})
 

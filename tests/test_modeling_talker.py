@@ -34,16 +34,6 @@ K, EOS, WIDTH = 11, 11, 20
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Matrices this small run faster on one thread: hand-offs between intra-op threads cost more than
-    they save, and far more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_talker(seed: int = 0, **overrides) -> MuOmniTalkerForConditionalGeneration:
     torch.manual_seed(seed)
     return MuOmniTalkerForConditionalGeneration(MuOmniTalkerConfig(**{**TINY_TALKER_CONFIG, **overrides})).eval()

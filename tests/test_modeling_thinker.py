@@ -43,16 +43,6 @@ SAMPLING_RATE = 16000
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool's
-    spin-waiting makes them 10x slower; run these tests on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def thinker_config(
     vocab_size: int, initializer_range: float = 0.2, max_position_embeddings: int = 512, **audio_overrides
 ) -> MuOmniThinkerConfig:

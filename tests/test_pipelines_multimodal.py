@@ -32,16 +32,6 @@ MAX_NEW_TOKENS = 6
 GREEDY = {"max_new_tokens": MAX_NEW_TOKENS, "do_sample": False}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool's
-    spin-waiting makes them 10x slower; run these tests on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def picture(seed: int = 0) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 50, 3), dtype=np.uint8))
 

@@ -26,15 +26,6 @@ WORDS = "the a cat dog bird sat ran on under mat tree big small red blue happy a
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """The feature extractor's STFTs are tiny; on a busy machine the thread pool's spin-waiting makes them slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer() -> MuOmniTokenizer:
     rng = random.Random(0)
