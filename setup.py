@@ -59,7 +59,15 @@ setup(
     python_requires=">=3.10",
     packages=sorted(package_dir),
     package_dir=package_dir,
-    package_data={"muomni": ["py.typed"]},
+    # the generated flat remote code that muomni.hub.save_for_hub ships with checkpoints
+    package_data={"muomni": ["py.typed", "remote_code/*.py"]},
+    entry_points={
+        "console_scripts": [
+            "muomni=muomni.training.cli:muomni_main",
+            "muomni-train=muomni.training.cli:main",
+            "muomni-publish=muomni.hub:publish_main",
+        ]
+    },
     install_requires=[
         "transformers>=5.0,<6",
         "torch>=2.4",

@@ -11,6 +11,7 @@ what it expects:
 Cross-field checks run in `__post_init__` and raise `ValueError` with the offending values.
 """
 
+from packaging.version import InvalidVersion, Version
 from transformers import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
 
@@ -524,11 +525,40 @@ class MuOmniVocoderConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
+def check_muomni_version(checkpoint_version: str, installed_version: str = __version__) -> None:
+    """Raise a ValueError unless a checkpoint written by muomni `checkpoint_version` can be loaded by
+    `installed_version`: same major version, and not newer than the installed one."""
+    try:
+        checkpoint, installed = Version(str(checkpoint_version)), Version(installed_version)
+    except InvalidVersion:
+        raise ValueError(
+            f"muomni_version {checkpoint_version!r} in the config is not a valid version number "
+            f"(installed muomni: {installed_version})"
+        )
+    if checkpoint.major != installed.major:
+        raise ValueError(
+            f"This checkpoint was written by muomni {checkpoint_version}, but muomni {installed_version} is "
+            f"installed: checkpoints load only within one major version ({checkpoint.major}.x here, "
+            f"{installed.major}.x installed). Install muomni {checkpoint.major}.x to load it, or load its bundled "
+            "code with trust_remote_code=True in an environment without muomni"
+        )
+    if checkpoint.release > installed.release:
+        raise ValueError(
+            f"This checkpoint was written by muomni {checkpoint_version}, newer than the installed muomni "
+            f"{installed_version}; upgrade muomni (pip install -U muomni) to load it"
+        )
+
+
 class MuOmniConfig(PreTrainedConfig):
     r"""The composite MuOmni configuration: thinker, talker, codec and vocoder.
 
     `enable_audio_output=False` builds the model without talker, codec and vocoder (text output
     only, less memory). `muomni_version` records the package version that wrote the config.
+
+    Versioning: a config (checkpoint) loads when it was written by a muomni of the installed major
+    version that is not newer than the installed one; anything else is a `ValueError` that names
+    both versions (`check_muomni_version`). A config of an older compatible version is stamped with
+    the installed version once loaded, since that is the version that will write it next.
     """
 
     model_type = "muomni"
@@ -549,6 +579,8 @@ class MuOmniConfig(PreTrainedConfig):
     muomni_version: str = __version__
 
     def __post_init__(self, **kwargs):
+        check_muomni_version(self.muomni_version)
+        self.muomni_version = __version__
         super().__post_init__(**kwargs)
         self.tie_word_embeddings = self.thinker_config.tie_word_embeddings
         talker, codec = self.talker_config, self.codec_config

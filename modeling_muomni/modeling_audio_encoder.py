@@ -33,6 +33,7 @@ from transformers.utils.output_capturing import capture_outputs
 from muomni.configuration import MuOmniAudioEncoderConfig
 
 from .modeling_encoder import MuOmniEncoderAttention, MuOmniEncoderLayer, check_attention_implementation
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
 
 CONV_KERNEL_SIZE = 3
 CONV_PADDING = 1
@@ -164,7 +165,7 @@ class MuOmniCTCOutput(CausalLMOutput):
     output_lengths: torch.LongTensor | None = None
 
 
-class MuOmniAudioEncoderPreTrainedModel(PreTrainedModel):
+class MuOmniAudioEncoderPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniAudioEncoderConfig
     config_class = MuOmniAudioEncoderConfig
     base_model_prefix = "audio_encoder"

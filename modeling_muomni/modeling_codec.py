@@ -34,6 +34,8 @@ from transformers.utils import ModelOutput
 
 from muomni.configuration import MuOmniCodecConfig
 
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
+
 
 @dataclass
 class MuOmniQuantizerOutput(ModelOutput):
@@ -296,7 +298,7 @@ class MuOmniCodecDecoder(nn.Module):
         return self.conv_out(F.gelu(hidden_states))  # (B, M, T * downsample_factor)
 
 
-class MuOmniCodecPreTrainedModel(PreTrainedModel):
+class MuOmniCodecPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniCodecConfig
     config_class = MuOmniCodecConfig
     base_model_prefix = "codec"

@@ -175,8 +175,22 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
             )
 
     def codes_to_audio(self, codes: torch.LongTensor, lengths: torch.LongTensor) -> list[torch.FloatTensor]:
-        """Codes (B, Nq, F') with real lengths (B,) -> one float32 waveform per item (empty if length 0)."""
+        """Codes (B, Nq, F') with real lengths (B,) -> one float32 waveform per item (empty if length 0).
+
+        Item i has `lengths[i] * codec downsample_factor * hop_length` samples; its codes past
+        `lengths[i]` are padding and never read (the real ones must lie in [0, codebook_size)).
+        """
         self._require_talker()
+        if not isinstance(codes, torch.Tensor) or codes.dim() != 3:
+            found = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise ValueError(f"codes must be a tensor of shape (B, Nq, F'), got {found}")
+        lengths = torch.as_tensor(lengths)
+        frames = codes.shape[2]
+        if lengths.shape != codes.shape[:1] or bool(((lengths < 0) | (lengths > frames)).any()):
+            raise ValueError(
+                f"lengths must hold one frame count in [0, {frames}] per item (codes {tuple(codes.shape)}), "
+                f"got {lengths.tolist()}"
+            )
         waveforms = []
         mel_per_code = self.config.codec_config.downsample_factor
         for row in range(codes.shape[0]):
@@ -206,7 +220,6 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
             sequences=text_ids, audio=audio, codes=talker_out.codes, code_lengths=talker_out.lengths
         )
 
-    @torch.no_grad()
     def speak_stream(
         self,
         text_ids: torch.LongTensor,
@@ -218,26 +231,36 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
 
         Each chunk's codes are decoded together with up to `chunk_frames` frames of left context
         (the codec and vocoder see across the chunk border) and only the new samples are yielded;
-        the concatenated chunks are the streamed utterance.
+        the concatenated chunks are the streamed utterance, as long as `speak`'s for the same codes.
+        Talker arguments are `speak`'s; a `streamer` receives each chunk's codes (B, Nq, n) through
+        `put` before they are vocoded, and `end()` after the last one. The inputs are checked when
+        this is called; the talker runs as the caller iterates.
         """
         self._require_talker()
         if text_mask is None:
             text_mask = torch.ones_like(text_ids)
         self._check_text_to_speak(text_mask)
+        streamer = talker_kwargs.pop("streamer", None)
+        with torch.no_grad():
+            text_embeds = self._talker_inputs(text_ids, text_mask)  # (B, L, D)
+        stream = self.talker.generate_stream(text_embeds, text_mask, chunk_frames=chunk_frames, **talker_kwargs)
+        return self._vocode_stream(stream, text_ids.shape[0], chunk_frames, streamer)
+
+    @torch.no_grad()
+    def _vocode_stream(self, stream, batch: int, chunk_frames: int, streamer) -> Iterator[MuOmniSpeechChunk]:
         samples_per_code = self.config.codec_config.downsample_factor * self.config.vocoder_config.hop_length
         history = None
-        emitted = torch.zeros(text_ids.shape[0], dtype=torch.long)
-        stream = self.talker.generate_stream(
-            self._talker_inputs(text_ids, text_mask), text_mask, chunk_frames=chunk_frames, **talker_kwargs
-        )
+        emitted = torch.zeros(batch, dtype=torch.long)
         for chunk in stream:
+            if streamer is not None and chunk.codes.shape[-1]:
+                streamer.put(chunk.codes)
             history = chunk.codes if history is None else torch.cat([history, chunk.codes], dim=-1)
             lengths = chunk.lengths.cpu()
             audio = []
             for row in range(history.shape[0]):
                 start, end = int(emitted[row]), int(lengths[row])
                 if end <= start:
-                    audio.append(torch.zeros(0, dtype=torch.float32))
+                    audio.append(torch.zeros(0, dtype=torch.float32, device=history.device))
                     continue
                 context = max(0, start - chunk_frames)
                 mel = self.codec.decode(history[row : row + 1, :, context:end])
@@ -246,6 +269,8 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
                 audio.append(waveform[offset : (end - context) * samples_per_code].float())
                 emitted[row] = end
             yield MuOmniSpeechChunk(audio=audio, codes=chunk.codes, code_lengths=chunk.lengths)
+        if streamer is not None:
+            streamer.end()
 
     # ----------------------------------------------------------------------------------------------
     # generation
@@ -256,9 +281,17 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
 
         Keyword arguments prefixed `thinker_` go to the thinker's `generate`, `talker_` ones to the
         talker (`max_frames`, `do_sample`, `temperature`, `top_k`, `top_p`, `generator`, `streamer`);
-        unprefixed ones go to the thinker. Returns the thinker's output unchanged when
-        `return_audio=False`, else a `MuOmniGenerateOutput` with `sequences` and `audio`.
+        unprefixed ones go to the thinker. `generation_mode="audio"` (what the any-to-any pipeline
+        passes) means `return_audio=True`, `"text"` means text only. Returns the thinker's output
+        unchanged when not speaking, else a `MuOmniGenerateOutput` with `sequences` and `audio`; an
+        item whose answer has nothing to speak (only special tokens) gets empty audio and 0 frames.
         """
+        generation_mode = kwargs.pop("generation_mode", None)
+        if generation_mode not in (None, "text", "audio"):
+            raise ValueError(f"generation_mode must be 'text' or 'audio', got {generation_mode!r}")
+        if generation_mode == "text" and return_audio:
+            raise ValueError("generation_mode='text' contradicts return_audio=True; pass one of them")
+        return_audio = return_audio or generation_mode == "audio"
         thinker_kwargs, talker_kwargs = split_generation_kwargs(kwargs)
         if return_audio:
             self._require_talker()
@@ -273,10 +306,30 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         prompt_length = input_ids.shape[1] if input_ids is not None else 0
         text_ids, text_mask = self.speech_text_ids(sequences[:, prompt_length:])
-        speech = self.speak(text_ids, text_mask, **talker_kwargs)
-        return MuOmniGenerateOutput(
-            sequences=sequences, audio=speech.audio, codes=speech.codes, code_lengths=speech.code_lengths
-        )
+        audio, codes, code_lengths = self._speak_answers(text_ids, text_mask, talker_kwargs)
+        return MuOmniGenerateOutput(sequences=sequences, audio=audio, codes=codes, code_lengths=code_lengths)
+
+    def _speak_answers(self, text_ids: torch.LongTensor, text_mask: torch.Tensor, talker_kwargs: dict):
+        """`speak` for the items that have text to speak; the others get empty audio and 0 frames."""
+        batch = text_ids.shape[0]
+        has_text = text_mask.sum(dim=1) > 0  # (B,)
+        if bool(has_text.all()):
+            speech = self.speak(text_ids, text_mask, **talker_kwargs)
+            return speech.audio, speech.codes, speech.code_lengths
+        rows = has_text.nonzero().flatten().tolist()
+        num_quantizers = self.config.talker_config.num_quantizers
+        codes = torch.zeros(batch, num_quantizers, 0, dtype=torch.long, device=text_ids.device)
+        lengths = torch.zeros(batch, dtype=torch.long, device=text_ids.device)
+        audio = [torch.zeros(0, dtype=torch.float32, device=text_ids.device) for _ in range(batch)]
+        if rows:
+            # drop the columns that are padding for every speaking item, so the talker sees no empty prefix
+            width = int(text_mask[rows].sum(dim=1).max())
+            speech = self.speak(text_ids[rows, -width:], text_mask[rows, -width:], **talker_kwargs)
+            codes = codes.new_zeros(batch, num_quantizers, speech.codes.shape[-1])
+            codes[rows], lengths[rows] = speech.codes, speech.code_lengths
+            for row, waveform in zip(rows, speech.audio):
+                audio[row] = waveform
+        return audio, codes, lengths
 
 
 class MuOmniForTextToSpeech(MuOmniForConditionalGeneration):

@@ -46,6 +46,7 @@ from transformers.utils.output_capturing import capture_outputs
 from muomni.configuration import MuOmniTalkerConfig
 
 from .modeling_text import MuOmniAttention, MuOmniDecoderLayer, MuOmniRMSNorm, MuOmniRotaryEmbedding
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
 
 IGNORE_INDEX = -100
 
@@ -162,7 +163,7 @@ def sample_codes(
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
 
-class MuOmniTalkerPreTrainedModel(PreTrainedModel):
+class MuOmniTalkerPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniTalkerConfig
     config_class = MuOmniTalkerConfig
     base_model_prefix = "talker"

@@ -28,6 +28,8 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from muomni.configuration import MuOmniTextConfig
 
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
+
 
 class MuOmniRMSNorm(nn.Module):
     """Root-mean-square norm computed in float32 (Qwen2RMSNorm)."""
@@ -300,7 +302,7 @@ class MuOmniDecoderLayer(GradientCheckpointingLayer):
         return residual + hidden_states
 
 
-class MuOmniPreTrainedModel(PreTrainedModel):
+class MuOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniTextConfig
     config_class = MuOmniTextConfig
     base_model_prefix = "model"

@@ -21,6 +21,7 @@ from muomni.configuration import MuOmniThinkerConfig
 
 from .modeling_audio_encoder import MuOmniAudioEncoderForCTC
 from .modeling_text import MuOmniForCausalLM, check_input_ids
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
 from .modeling_vision_encoder import MuOmniVisionEncoder
 
 # peft `target_modules` regex that reaches the thinker's language-model projections only
@@ -54,7 +55,7 @@ class MuOmniMultiModalProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class MuOmniThinkerPreTrainedModel(PreTrainedModel):
+class MuOmniThinkerPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniThinkerConfig
     config_class = MuOmniThinkerConfig
     base_model_prefix = "thinker"

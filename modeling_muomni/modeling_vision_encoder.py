@@ -24,6 +24,7 @@ from transformers.utils.output_capturing import capture_outputs
 from muomni.configuration import MuOmniVisionEncoderConfig
 
 from .modeling_encoder import MuOmniEncoderAttention, MuOmniEncoderLayer, check_attention_implementation
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
 
 
 @dataclass
@@ -67,7 +68,7 @@ class MuOmniVisionEmbeddings(nn.Module):
         return torch.cat([cls, patches], dim=1) + self.position_embeddings  # (B, 1 + P, D)
 
 
-class MuOmniVisionEncoderPreTrainedModel(PreTrainedModel):
+class MuOmniVisionEncoderPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniVisionEncoderConfig
     config_class = MuOmniVisionEncoderConfig
     base_model_prefix = "vision_encoder"

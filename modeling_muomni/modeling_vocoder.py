@@ -42,6 +42,8 @@ from muomni.processing.feature_extraction_muomni import (
     log_mel_spectrogram,
 )
 
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
+
 # exp() of the predicted log-magnitude is clipped here (Vocos' value): an untrained or diverging head
 # must not overflow to inf before the loss can pull it back
 MAX_MAGNITUDE = 100.0
@@ -266,7 +268,7 @@ class MuOmniConvNeXtBlock(nn.Module):
         return residual + hidden_states.transpose(1, 2)  # (B, D, F)
 
 
-class MuOmniVocoderPreTrainedModel(PreTrainedModel):
+class MuOmniVocoderPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniVocoderConfig
     config_class = MuOmniVocoderConfig
     base_model_prefix = "vocoder"

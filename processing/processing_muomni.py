@@ -10,7 +10,7 @@ the model can swap them for projected features one for one:
            (1000 mel frames -> 250 CTC frames at 25 Hz -> 125 tokens at 12.5 Hz)
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -144,6 +144,32 @@ class MuOmniProcessor(ProcessorMixin):
         if isinstance(generated_outputs, torch.Tensor) and generated_outputs.dim() == 1:
             generated_outputs = generated_outputs[None]
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+    def post_process_multimodal_output(
+        self, generated_outputs, skip_special_tokens=True, generation_mode=None, **kwargs
+    ) -> list:
+        """What the any-to-any pipeline shows of `MuOmniForConditionalGeneration.generate`'s output.
+
+        `generation_mode` None or `"text"`: the decoded text of the ids (B, T) (or of the output's
+        `sequences`), a list of B strings. `"audio"`: the output's waveforms (it must come from
+        `generate(..., generation_mode="audio")` or `return_audio=True`), a list of B float32 numpy
+        arrays (S_i,) at the model's `sampling_rate`.
+        """
+        if generation_mode is None or generation_mode == "text":
+            if isinstance(generated_outputs, Mapping):
+                generated_outputs = generated_outputs["sequences"]
+            return self.post_process_image_text_to_text(
+                generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs
+            )
+        if generation_mode == "audio":
+            audio = generated_outputs.get("audio") if isinstance(generated_outputs, Mapping) else None
+            if audio is None:
+                raise ValueError(
+                    "generation_mode='audio' needs the output of generate(..., generation_mode='audio') (or "
+                    f"return_audio=True) with its `audio` waveforms, got {type(generated_outputs).__name__}"
+                )
+            return [np.asarray(waveform.detach().cpu().float().reshape(-1).numpy()) for waveform in audio]
+        raise ValueError(f"generation_mode must be 'text' or 'audio' for MuOmni, got {generation_mode!r}")
 
     @property
     def model_input_names(self) -> list[str]:

@@ -11,13 +11,14 @@ progress bars, logging. This base adds the stage metric to `evaluate()` and writ
 the loss and metric curves to the output directory (`training_curves.png`).
 """
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .plotting import plot_training_curves
 
@@ -82,7 +83,8 @@ class MuOmniStageTrainer(Trainer):
 
     Subclasses set `stage`, `trainable_modules`, `frozen_eval_modules`, `metric_names` and implement
     `compute_stage_metrics(dataset) -> dict[str, float]` (computed on `metric_dataset`, by default
-    the eval dataset, in eval mode without gradients). `evaluate()` logs them with the eval prefix.
+    the eval dataset, in eval mode without gradients). `evaluate()` logs them with the eval prefix;
+    `evaluate(test_set, metric_key_prefix="test", metric_dataset=test_rows)` scores another split.
     """
 
     stage: str = ""
@@ -99,13 +101,19 @@ class MuOmniStageTrainer(Trainer):
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
         return {}
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", metric_dataset=None
+    ) -> dict[str, float]:
+        """`Trainer.evaluate` (loss on `eval_dataset`) plus the stage metrics on `metric_dataset`, else the
+        trainer's `metric_dataset`, else `eval_dataset`, else the trainer's `eval_dataset`."""
         metrics = {}
         if eval_dataset is not None or self.eval_dataset is not None:
             metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
             if "eval_loss" in metrics and "perplexity" in self.metric_names:
                 metrics[f"{metric_key_prefix}_perplexity"] = math.exp(min(metrics[f"{metric_key_prefix}_loss"], 50))
-        dataset = self.metric_dataset if self.metric_dataset is not None else eval_dataset
+        # evaluate() without arguments (what Trainer calls during training) scores the trainer's eval set
+        candidates = (metric_dataset, self.metric_dataset, eval_dataset, self.eval_dataset)
+        dataset = next((d for d in candidates if d is not None), None)
         if dataset is not None and self.args.process_index == 0:
             was_training = self.model.training
             self.model.eval()
@@ -118,4 +126,46 @@ class MuOmniStageTrainer(Trainer):
         return metrics
 
 
-__all__ = ["MuOmniStageTrainer", "StageResult", "TrainingCurvesCallback", "apply_stage_freezing"]
+def stage_training_arguments(
+    output_dir: str,
+    seed: int,
+    defaults: dict,
+    overrides: dict | None = None,
+    options: dict | None = None,
+) -> tuple[TrainingArguments, dict]:
+    """A stage recipe's `TrainingArguments` and stage options from its defaults and the user's `overrides`.
+
+    `overrides` may hold `TrainingArguments` fields (they replace `defaults`) and the keys of `options`,
+    the stage's own settings that are not `TrainingArguments` fields (e.g. stage A's `block_size`), whose
+    values in `options` are their defaults. Anything else is a ValueError that lists what is accepted;
+    `output_dir` and `seed` are the recipe's own arguments and may not be overridden here.
+
+    Returns:
+        `(TrainingArguments, {option: value})`.
+    """
+    overrides = dict(overrides or {})
+    options = dict(options or {})
+    for reserved in ("output_dir", "seed"):
+        if reserved in overrides:
+            raise ValueError(f"pass {reserved} as the recipe's own argument, not in training_overrides")
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    unknown = sorted(key for key in overrides if key not in fields and key not in options)
+    if unknown:
+        raise ValueError(
+            f"unknown training_overrides {unknown}: expected TrainingArguments fields or the stage options "
+            f"{sorted(options)}"
+        )
+    for key in options:
+        if key in overrides:
+            options[key] = overrides.pop(key)
+    arguments = {**defaults, **overrides, "output_dir": output_dir, "seed": seed}
+    return TrainingArguments(**arguments), options
+
+
+__all__ = [
+    "MuOmniStageTrainer",
+    "StageResult",
+    "TrainingCurvesCallback",
+    "apply_stage_freezing",
+    "stage_training_arguments",
+]

@@ -1,0 +1,132 @@
+"""Loading guard shared by every MuOmni `PreTrainedModel`: safetensors weights only.
+
+Pickled weights (`pytorch_model.bin`, `*.pt`, …) can run arbitrary code when unpickled, and
+transformers 5.x still loads a `pytorch_model.bin` when a directory has no safetensors file
+(`use_safetensors=None`, its default). MuOmni never writes pickles, so its `from_pretrained`
+forces `use_safetensors=True` and, for a local directory, checks the weights before building the
+model: a directory with pickled weights and no safetensors, or a truncated safetensors file, is a
+`ValueError` that says what was found and what to do instead of a deep deserialisation error.
+"""
+
+import json
+import os
+import struct
+import zipfile
+
+# File name endings of pickle-based weight / checkpoint formats.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+SAFE_WEIGHTS_NAME = "model.safetensors"
+SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+
+
+def is_pickle_file(path: str) -> bool:
+    """True for a file that holds pickled data: by its name, or by its content (pickle protocol 2-5
+    starts with 0x80 and the protocol number; `torch.save` writes a zip archive around `data.pkl`)."""
+    if path.endswith(PICKLE_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+        if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+            return True
+        if head == b"PK\x03\x04" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return any(name.endswith(".pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def check_safetensors_file(path: str) -> None:
+    """Raise a ValueError unless `path` is a complete safetensors file: a readable JSON header and
+    exactly as many data bytes as the header's tensors need (a truncated download fails here)."""
+    size = os.path.getsize(path)
+    name = os.path.basename(path)
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise ValueError(f"{name} is truncated or not a safetensors file: {size} bytes, no header")
+        (header_size,) = struct.unpack("<Q", prefix)
+        if header_size > size - 8:
+            raise ValueError(
+                f"{name} is truncated or not a safetensors file: its header claims {header_size} bytes but the "
+                f"file has {size} bytes; re-download or re-save it"
+            )
+        try:
+            header = json.loads(handle.read(header_size))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{name} has an unreadable safetensors header ({error}); re-download or re-save it")
+    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    expected = 8 + header_size + max(ends, default=0)
+    if size != expected:
+        raise ValueError(
+            f"{name} is truncated or corrupt: its header describes {expected} bytes, the file has {size}; "
+            "re-download or re-save it"
+        )
+
+
+def _add_variant(name: str, variant: str | None) -> str:
+    """transformers' variant naming: model.safetensors -> model.fp16.safetensors."""
+    if not variant:
+        return name
+    parts = name.split(".")
+    return ".".join(parts[:-1] + [variant] + parts[-1:])
+
+
+def local_weight_files(directory: str, variant: str | None = None) -> tuple[list[str], list[str]]:
+    """(safetensors weight files, pickle files) of a local checkpoint directory (not recursive).
+    The safetensors files are the single `model.safetensors` or the shards its index lists."""
+    names = sorted(os.listdir(directory))
+    pickles = [name for name in names if os.path.isfile(os.path.join(directory, name))]
+    pickles = [name for name in pickles if is_pickle_file(os.path.join(directory, name))]
+    single, index = _add_variant(SAFE_WEIGHTS_NAME, variant), _add_variant(SAFE_WEIGHTS_INDEX_NAME, variant)
+    if single in names:
+        return [single], pickles
+    if index in names:
+        with open(os.path.join(directory, index), encoding="utf-8") as handle:
+            try:
+                shards = sorted(set(json.load(handle)["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as error:
+                raise ValueError(f"{index} in {directory} is not a valid safetensors index: {error!r}")
+        return shards, pickles
+    return [], pickles
+
+
+def check_local_weights(directory: str, variant: str | None = None) -> None:
+    """The checks `from_pretrained` runs on a local checkpoint directory before loading it."""
+    safetensors_files, pickles = local_weight_files(directory, variant)
+    if not safetensors_files and pickles:
+        raise ValueError(
+            f"{directory} holds pickled weights ({', '.join(pickles)}) and no "
+            f"{_add_variant(SAFE_WEIGHTS_NAME, variant)}: "
+            "MuOmni only loads safetensors, because unpickling a file can run arbitrary code. Convert the weights "
+            "in a trusted environment (load the state dict, then `model.save_pretrained(...)`) and delete the pickles"
+        )
+    for name in safetensors_files:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{directory} is missing the weight shard {name} listed in its safetensors index")
+        check_safetensors_file(path)
+
+
+class MuOmniSafetensorsLoadingMixin:
+    """Put first in the bases of a MuOmni `PreTrainedModel`: `from_pretrained` loads safetensors only.
+
+    `use_safetensors=False` is refused; `None` (the transformers default) means True. Local
+    directories are checked with `check_local_weights` before the model is built.
+    """
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, **kwargs):
+        if use_safetensors is False:
+            raise ValueError(
+                f"{cls.__name__} loads safetensors weights only (pickled weights can run arbitrary code); "
+                "got use_safetensors=False"
+            )
+        if pretrained_model_name_or_path is not None and kwargs.get("gguf_file") is None:
+            directory = str(pretrained_model_name_or_path)
+            if kwargs.get("subfolder"):
+                directory = os.path.join(directory, kwargs["subfolder"])
+            if os.path.isdir(directory):
+                check_local_weights(directory, kwargs.get("variant"))
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)

@@ -1,0 +1,235 @@
+"""Collators shared by the training stages: dataset rows -> the tensors a MuOmni model takes.
+
+Notation: B batch, T tokens per block, M mel bins, F mel frames (100 Hz), U label length.
+
+    pack_token_blocks        `Dataset.map(batched=True)` function: EOS-terminated token lists -> blocks of T
+    document_position_ids    positions that restart after every EOS (document-aware attention in packed blocks)
+    CausalLMPackingCollator  stage A: stacks packed blocks into input_ids / labels (B, T)
+    SpecAugment              random time and frequency masks on log-mel features (training only)
+    CTCCollator              stage B: audio + transcript (or precomputed log-mel + labels) -> padded
+                             input_features (B, M, F), feature_attention_mask (B, F), labels (B, U) with -100
+
+Packing (stage A). Documents are tokenized with EOS appended, concatenated in order and cut into
+blocks of exactly T tokens; the tail shorter than a block is dropped (per `map` batch). Every block
+is full, so no token is padding and `labels == input_ids` (the model shifts them). By default
+attention crosses document boundaries inside a block, the standard GPT-2 / `run_clm` choice: the EOS
+separator tells the model a new document starts, and the causal mask stays the fast
+`is_causal` kernel. `document_attention=True` instead gives `position_ids` that restart after every
+EOS; with no `attention_mask`, transformers' `create_causal_mask` turns those into a block-diagonal
+causal mask, so a document attends only to itself (and starts at position 0, as at inference).
+"""
+
+from dataclasses import dataclass, replace
+from itertools import chain
+
+import numpy as np
+import torch
+
+from muomni.processing import MuOmniCTCTokenizer, MuOmniFeatureExtractor, resample_audio
+
+from .data.speech import normalize_transcript
+
+
+def pack_token_blocks(batch: dict[str, list], block_size: int, column: str = "input_ids") -> dict[str, list]:
+    """Concatenate the token lists of `batch[column]` and cut them into blocks of `block_size` tokens.
+
+    Meant for `dataset.map(pack_token_blocks, batched=True, fn_kwargs={"block_size": T},
+    remove_columns=dataset.column_names)`; works on `Dataset` and `IterableDataset`. The tail
+    (fewer than `block_size` tokens) of each map batch is dropped.
+
+    Returns:
+        `{"input_ids": list of lists of exactly block_size ids}` (possibly empty).
+    """
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+        raise ValueError(f"block_size must be an integer >= 2 (one input and one target), got {block_size!r}")
+    stream = list(chain.from_iterable(batch[column]))
+    usable = len(stream) // block_size * block_size
+    return {"input_ids": [stream[start : start + block_size] for start in range(0, usable, block_size)]}
+
+
+def document_position_ids(input_ids: torch.Tensor, eos_token_id: int) -> torch.LongTensor:
+    """Positions (B, T) that count from 0 at the start of every document, a document starting after each EOS.
+
+    `[[5, 6, EOS, 7, 8, EOS, 9]]` -> `[[0, 1, 2, 0, 1, 2, 0]]`.
+    """
+    batch, length = input_ids.shape
+    index = torch.arange(length, device=input_ids.device).expand(batch, length)  # (B, T)
+    starts = torch.zeros_like(input_ids, dtype=torch.bool)
+    starts[:, 1:] = input_ids[:, :-1] == eos_token_id  # a document starts right after an EOS
+    starts[:, 0] = True
+    last_start = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, T)
+    return index - last_start
+
+
+@dataclass
+class CausalLMPackingCollator:
+    """Stacks packed blocks (rows with `input_ids` of one length T) into `input_ids` and `labels` (B, T).
+
+    Args:
+        eos_token_id (`int`, *optional*): the document separator; required by `document_attention`.
+        document_attention (`bool`): also return `position_ids` restarting after each EOS, so attention
+            stays inside each document (see the module docstring). Default False: attention crosses
+            document boundaries within a block.
+    """
+
+    eos_token_id: int | None = None
+    document_attention: bool = False
+
+    def __post_init__(self):
+        if self.document_attention and self.eos_token_id is None:
+            raise ValueError("document_attention=True needs eos_token_id (the document separator)")
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        lengths = sorted({len(row["input_ids"]) for row in rows})
+        if len(lengths) != 1:
+            raise ValueError(
+                f"packed blocks must all have the same length, got lengths {lengths}; "
+                "pack documents with pack_token_blocks first"
+            )
+        input_ids = torch.as_tensor(np.asarray([row["input_ids"] for row in rows]), dtype=torch.long)  # (B, T)
+        batch = {"input_ids": input_ids, "labels": input_ids.clone()}
+        if self.document_attention:
+            batch["position_ids"] = document_position_ids(input_ids, self.eos_token_id)
+        return batch
+
+
+@dataclass
+class SpecAugment:
+    """SpecAugment-style masking (Park et al., 2019) of log-mel features, inside each clip's real frames.
+
+    Each clip gets `time_masks` time masks of width U[0, min(max_time_width, max_time_fraction x length)]
+    frames and `freq_masks` frequency masks of width U[0, max_freq_width] bins; masked values are set to
+    `mask_value` (0.0: the middle of the normalised log-mel range, and the padding value). Uses torch's
+    global generator, which `Trainer` seeds and checkpoints.
+    """
+
+    time_masks: int = 2
+    max_time_width: int = 20
+    max_time_fraction: float = 0.15
+    freq_masks: int = 2
+    max_freq_width: int = 16
+    mask_value: float = 0.0
+
+    def __post_init__(self):
+        for name in ("time_masks", "max_time_width", "freq_masks", "max_freq_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"SpecAugment.{name} must be a non-negative integer, got {value!r}")
+        if not 0.0 <= self.max_time_fraction <= 1.0:
+            raise ValueError(f"SpecAugment.max_time_fraction must be in [0, 1], got {self.max_time_fraction!r}")
+
+    def __call__(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mask `features` (B, M, F) in place within the first `lengths[b]` frames of each clip; returns it."""
+        num_bins = features.shape[1]
+        for row, length in enumerate(lengths.tolist()):
+            time_limit = min(self.max_time_width, int(self.max_time_fraction * length))
+            for _ in range(self.time_masks):
+                width = int(torch.randint(0, time_limit + 1, ()))
+                start = int(torch.randint(0, length - width + 1, ()))
+                features[row, :, start : start + width] = self.mask_value
+            for _ in range(self.freq_masks):
+                width = int(torch.randint(0, min(self.max_freq_width, num_bins) + 1, ()))
+                start = int(torch.randint(0, num_bins - width + 1, ()))
+                features[row, start : start + width, :] = self.mask_value
+        return features
+
+
+@dataclass
+class CTCCollator:
+    """Batches for `MuOmniAudioEncoderForCTC`: padded log-mel, its frame mask and -100-padded character labels.
+
+    A row is either raw, `{audio_column: {"array": (S,), "sampling_rate": int}, text_column: str}`
+    (features are extracted here, on the fly), or precomputed, `{"input_features": (F, M) frames
+    first, "labels": list[int]}` (what `stage_b.precompute_features` stores: Arrow's `Array2D` needs the
+    variable axis first). Other keys are ignored.
+
+    Args:
+        feature_extractor ([`MuOmniFeatureExtractor`]): the mel front end (its `sampling_rate` is the target).
+        tokenizer ([`MuOmniCTCTokenizer`]): transcript -> character ids.
+        audio_column / text_column (`str`): keys of raw rows.
+        resample (`bool`): resample raw audio at another rate; otherwise another rate is a ValueError.
+        normalize_targets (`bool`): train on `normalize_transcript(text)` (lowercase words) instead of the text as is.
+        spec_augment ([`SpecAugment`], *optional*): masking applied to every batch; use
+            `without_augmentation()` for evaluation batches.
+
+    Returns (from `__call__`): `input_features` (B, M, F) float32, `feature_attention_mask` (B, F) int64,
+    `labels` (B, U) int64 padded with -100.
+    """
+
+    feature_extractor: MuOmniFeatureExtractor
+    tokenizer: MuOmniCTCTokenizer
+    audio_column: str = "audio"
+    text_column: str = "text"
+    resample: bool = False
+    normalize_targets: bool = True
+    spec_augment: SpecAugment | None = None
+
+    def without_augmentation(self) -> "CTCCollator":
+        """The same collator with `spec_augment=None` (for evaluation)."""
+        return replace(self, spec_augment=None)
+
+    def encode_targets(self, texts: list[str]) -> list[list[int]]:
+        """Character ids of each transcript (normalised first if `normalize_targets`)."""
+        if self.normalize_targets:
+            texts = [normalize_transcript(text) for text in texts]
+        return [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+    def waveforms(self, rows: list[dict]) -> list[torch.Tensor]:
+        """The rows' audio as float32 tensors at the feature extractor's rate (resampled if allowed)."""
+        target = self.feature_extractor.sampling_rate
+        clips = []
+        for index, row in enumerate(rows):
+            audio = row.get(self.audio_column)
+            if not isinstance(audio, dict) or "array" not in audio:
+                raise ValueError(
+                    f"row {index} has no decoded audio in column {self.audio_column!r} (expected "
+                    f"{{'array', 'sampling_rate'}}, got {type(audio).__name__}); decode Audio columns with "
+                    "muomni.training.data.with_audio_arrays"
+                )
+            waveform = torch.as_tensor(np.asarray(audio["array"], dtype=np.float32))
+            rate = int(audio["sampling_rate"])
+            if rate != target:
+                if not self.resample:
+                    raise ValueError(
+                        f"row {index} is sampled at {rate} Hz but the feature extractor expects {target} Hz; "
+                        "resample the data or load it with resample=True"
+                    )
+                waveform = resample_audio(waveform, rate, target)
+            clips.append(waveform)
+        return clips
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        if "input_features" in rows[0]:
+            frames = [torch.as_tensor(row["input_features"], dtype=torch.float32) for row in rows]  # (F_i, M) each
+            lengths = torch.tensor([f.shape[0] for f in frames])
+            features = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True, padding_value=0.0)  # (B, F, M)
+            features = features.transpose(1, 2).contiguous()  # (B, M, F)
+            mask = (torch.arange(features.shape[-1])[None, :] < lengths[:, None]).long()  # (B, F)
+            targets = [list(row["labels"]) for row in rows]
+        else:
+            extracted = self.feature_extractor(
+                self.waveforms(rows), sampling_rate=self.feature_extractor.sampling_rate, return_tensors="pt"
+            )
+            features, mask = extracted["input_features"], extracted["attention_mask"]
+            lengths = mask.sum(-1)
+            targets = self.encode_targets([row[self.text_column] for row in rows])
+        if self.spec_augment is not None:
+            features = self.spec_augment(features, lengths)
+        longest = max(1, max(len(target) for target in targets))
+        labels = torch.full((len(rows), longest), -100, dtype=torch.long)  # (B, U)
+        for row, target in enumerate(targets):
+            labels[row, : len(target)] = torch.as_tensor(target, dtype=torch.long)
+        return {"input_features": features, "feature_attention_mask": mask, "labels": labels}
+
+
+__all__ = [
+    "CTCCollator",
+    "CausalLMPackingCollator",
+    "SpecAugment",
+    "document_position_ids",
+    "pack_token_blocks",
+]
