@@ -38,19 +38,8 @@ import importlib.util
 import os
 from dataclasses import dataclass
 
-from transformers import (
-    AutoConfig,
-    AutoFeatureExtractor,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForCTC,
-    AutoModelForImageTextToText,
-    AutoModelForMultimodalLM,
-    AutoModelForTextToWaveform,
-    AutoProcessor,
-    AutoTokenizer,
-)
+from transformers import AutoConfig, AutoFeatureExtractor, AutoImageProcessor, AutoProcessor, AutoTokenizer
+from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
@@ -66,14 +55,6 @@ HEADER = (
     "# GENERATED FILE - DO NOT EDIT.\n"
     "# Flat copy of `{module}` for loading with `trust_remote_code=True`,\n"
     f"# written by `{EXPORT_COMMAND}`. Edit the package source and regenerate.\n"
-)
-MODEL_AUTO_CLASSES = (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoModelForMultimodalLM,
-    AutoModelForTextToWaveform,
-    AutoModelForCTC,
 )
 PROCESSING_AUTO_CLASSES = ("AutoProcessor", "AutoTokenizer", "AutoFeatureExtractor", "AutoImageProcessor")
 
@@ -95,10 +76,12 @@ def registered_classes() -> dict[str, type]:
     importlib.import_module(ROOT_PACKAGE)  # registration happens on import
     config_class = CONFIG_MAPPING[MODEL_TYPE]
     found = {AutoConfig.__name__: config_class}
-    for auto_class in MODEL_AUTO_CLASSES:
-        model_class = auto_class._model_mapping._extra_content.get(config_class)
+    for name, auto_class in sorted(vars(modeling_auto).items()):
+        # every AutoModel* class: the ones MuOmni registers with are found, whichever they are
+        mapping = getattr(auto_class, "_model_mapping", None) if name.startswith("AutoModel") else None
+        model_class = mapping._extra_content.get(config_class) if mapping is not None else None
         if model_class is not None:
-            found[auto_class.__name__] = model_class
+            found[name] = model_class
     for auto_class, mapping in (
         (AutoProcessor, PROCESSOR_MAPPING),
         (AutoTokenizer, TOKENIZER_MAPPING),

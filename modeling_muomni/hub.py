@@ -25,6 +25,8 @@ import os
 import shutil
 import sys
 
+from muomni.configuration import MuOmniConfig
+
 from .export_remote_code import (
     EXPORT_COMMAND,
     PROCESSING_AUTO_CLASSES,
@@ -66,7 +68,8 @@ class HubValidationError(ValueError):
 
 
 class HubPublishError(RuntimeError):
-    """The Hub (or the server at HF_ENDPOINT) refused a request of the upload."""
+    """The upload failed on the way: the Hub (or the server at HF_ENDPOINT) answered with an HTTP error,
+    could not be reached, or offline mode is on."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,10 +184,13 @@ def save_for_hub(
 # validation
 
 
-def _relative_imports(path: str) -> set[str]:
-    with open(path, encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+def _parse(path: str, problems: list[str]) -> ast.Module | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return ast.parse(handle.read())
+    except (SyntaxError, UnicodeDecodeError) as error:
+        problems.append(f"remote-code file {os.path.basename(path)} is not valid Python: {error}")
+        return None
 
 
 def _check_remote_code(directory: str, config: dict, problems: list[str]) -> None:
@@ -193,7 +199,7 @@ def _check_remote_code(directory: str, config: dict, problems: list[str]) -> Non
     missing_classes = sorted(set(registered_classes()) - set(auto_map or {}))
     if missing_classes:
         problems.append(f"config.json auto_map lacks {missing_classes} (loading without muomni needs them)")
-    for name in PROCESSING_CONFIG_FILES[:2]:
+    for name in ("processor_config.json", "tokenizer_config.json"):
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
@@ -203,7 +209,7 @@ def _check_remote_code(directory: str, config: dict, problems: list[str]) -> Non
     for value in (auto_map or {}).values():
         references.extend(v for v in (value if isinstance(value, list) else [value]) if v)
     pending = {reference.rpartition(".")[0] for reference in references}
-    seen = set()
+    trees, seen = {}, set()
     while pending:
         module = pending.pop()
         seen.add(module)
@@ -211,13 +217,14 @@ def _check_remote_code(directory: str, config: dict, problems: list[str]) -> Non
         if not os.path.isfile(path):
             problems.append(f"remote-code file {module}.py (named by auto_map or imported) is missing")
             continue
-        pending |= _relative_imports(path) - seen
+        trees[module] = tree = _parse(path, problems)
+        if tree is not None:
+            imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+            pending |= imported - seen
     for reference in references:
         module, _, class_name = reference.rpartition(".")
-        path = os.path.join(directory, module + ".py")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                tree = ast.parse(handle.read())
+        tree = trees.get(module)
+        if tree is not None:
             names = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
             for node in tree.body:
                 if isinstance(node, ast.ImportFrom):
@@ -230,8 +237,7 @@ def _try_generation(directory: str) -> None:
     import torch
     from transformers import AutoModel, AutoProcessor
 
-    import muomni  # noqa: F401  (registers the Auto classes)
-
+    # the package's own classes (importing muomni.hub imported muomni, which registered them)
     model = AutoModel.from_pretrained(directory).eval()
     processor = AutoProcessor.from_pretrained(directory)
     inputs = processor(text=VALIDATION_PROMPT, return_tensors="pt")
@@ -285,8 +291,6 @@ def validate_for_hub(directory: str, run_model: bool = True) -> list[str]:
             if not isinstance(config, dict) or config.get("model_type") != "muomni":
                 found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
                 raise ValueError(f"model_type must be 'muomni', got {found!r}")
-            from muomni.configuration import MuOmniConfig
-
             MuOmniConfig.from_pretrained(directory)
         except Exception as error:  # any failure here means the checkpoint does not load
             problems.append(f"config.json does not load: {type(error).__name__}: {error}")

@@ -30,6 +30,7 @@ from .modeling_audio_encoder import MuOmniAudioEncoderForCTC
 from .modeling_codec import MuOmniCodec
 from .modeling_talker import MuOmniTalkerForConditionalGeneration
 from .modeling_thinker import MuOmniThinkerForConditionalGeneration
+from .modeling_utils import MuOmniSafetensorsLoadingMixin
 from .modeling_vocoder import MuOmniNeuralVocoder, vocode
 
 TALKER_ARGUMENTS = ("max_frames", "do_sample", "temperature", "top_k", "top_p", "generator", "streamer")
@@ -80,7 +81,7 @@ def split_generation_kwargs(kwargs: dict) -> tuple[dict, dict]:
     return thinker, talker
 
 
-class MuOmniOmniPreTrainedModel(PreTrainedModel):
+class MuOmniOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     config: MuOmniConfig
     config_class = MuOmniConfig
     base_model_prefix = "muomni"
