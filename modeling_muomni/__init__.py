@@ -25,6 +25,11 @@ from .modeling_audio_encoder import (
     ctc_greedy_decode,
 )
 from .modeling_vision_encoder import MuOmniVisionEncoder
+from .modeling_contrastive import (
+    MuOmniContrastiveConfig,
+    MuOmniContrastiveTextConfig,
+    MuOmniVisionTextContrastiveModel,
+)
 from .modeling_codec import MuOmniCodec, MuOmniCodecOutput
 from .modeling_vocoder import MuOmniGriffinLim, MuOmniNeuralVocoder, MuOmniVocoderOutput, vocode
 from .modeling_talker import (
@@ -72,6 +77,9 @@ __all__ = [
     "MuOmniAudioEncoder",
     "MuOmniAudioEncoderForCTC",
     "MuOmniVisionEncoder",
+    "MuOmniContrastiveConfig",
+    "MuOmniContrastiveTextConfig",
+    "MuOmniVisionTextContrastiveModel",
     "MuOmniCodec",
     "MuOmniCodecConfig",
     "MuOmniCodecOutput",

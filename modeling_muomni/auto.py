@@ -34,6 +34,7 @@ from .modeling_text import MuOmniForCausalLM, MuOmniTextModel
 from .modeling_thinker import MuOmniThinkerForConditionalGeneration
 from .modeling_muomni import MuOmniForConditionalGeneration, MuOmniForSpeechRecognition, MuOmniForTextToSpeech
 from muomni.processing.processing_muomni import MuOmniProcessor
+from .modeling_contrastive import MuOmniContrastiveConfig, MuOmniContrastiveTextConfig, MuOmniVisionTextContrastiveModel
 from .modeling_vision_encoder import MuOmniVisionEncoder
 from .modeling_vocoder import MuOmniNeuralVocoder
 
@@ -53,6 +54,10 @@ def register_auto_classes() -> None:
     AutoModel.register(MuOmniAudioEncoderConfig, MuOmniAudioEncoder, exist_ok=True)
     AutoModelForCTC.register(MuOmniAudioEncoderConfig, MuOmniAudioEncoderForCTC, exist_ok=True)
     AutoModel.register(MuOmniVisionEncoderConfig, MuOmniVisionEncoder, exist_ok=True)
+    # stage C's contrastive model (vision encoder + text tower)
+    for config_class in (MuOmniContrastiveConfig, MuOmniContrastiveTextConfig):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(MuOmniContrastiveConfig, MuOmniVisionTextContrastiveModel, exist_ok=True)
     AutoConfig.register(MuOmniTalkerConfig.model_type, MuOmniTalkerConfig, exist_ok=True)
     AutoModel.register(MuOmniTalkerConfig, MuOmniTalkerForConditionalGeneration, exist_ok=True)
     for config_class, model_class in ((MuOmniCodecConfig, MuOmniCodec), (MuOmniVocoderConfig, MuOmniNeuralVocoder)):

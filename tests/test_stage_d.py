@@ -19,9 +19,8 @@ from muomni import (
     train_tokenizer,
 )
 from muomni.training.data import ASSISTANT_VOICE, build_builtin_dataset, with_audio_arrays
+from muomni.training.collators import MelCropCollator, TalkerCollator
 from muomni.training.stage_d import (
-    MuOmniMelCollator,
-    MuOmniTalkerCollator,
     StageDCodecTrainer,
     StageDTalkerTrainer,
     StageDVocoderTrainer,
@@ -120,7 +119,7 @@ def trained_codec(config, speech, extractor, tmp_path) -> MuOmniCodec:
     codec = MuOmniCodec(config.codec_config)
     trainer = StageDCodecTrainer(
         model=codec, args=quick_args(tmp_path / "codec"), train_dataset=log_mel_rows(speech[0]["train"], extractor),
-        data_collator=MuOmniMelCollator(extractor, max_frames=16),
+        data_collator=MelCropCollator(extractor, max_frames=16),
     )  # fmt: skip
     trainer.train()
     return codec.eval()
@@ -133,7 +132,8 @@ def trained_codec(config, speech, extractor, tmp_path) -> MuOmniCodec:
 def test_mel_collator_cuts_windows_of_the_whole_clip_log_mel(speech, extractor):
     rows = [speech[0]["train"][i] for i in range(3)]
     whole = [extractor(r["audio"]["array"], sampling_rate=16000, return_tensors="pt")["input_features"][0] for r in rows]
-    batch = MuOmniMelCollator(extractor, max_frames=20, return_waveform=True, seed=3)(rows)
+    torch.manual_seed(3)
+    batch = MelCropCollator(extractor, max_frames=20, return_waveform=True)(rows)
     assert batch["mel"].shape == (3, 128, 20) and batch["waveform"].shape == (3, 20 * extractor.hop_length)
     for mel, clip_mel, row, waveform in zip(batch["mel"], whole, rows, batch["waveform"]):
         starts = [s for s in range(clip_mel.shape[-1] - 19) if torch.equal(clip_mel[:, s : s + 20], mel)]
@@ -141,7 +141,7 @@ def test_mel_collator_cuts_windows_of_the_whole_clip_log_mel(speech, extractor):
         s = starts[0] * extractor.hop_length
         torch.testing.assert_close(waveform, torch.as_tensor(row["audio"]["array"])[s : s + 20 * 160])
     # precomputed log-mels give the same whole clips, padded and masked
-    padded = MuOmniMelCollator(extractor)(log_mel_rows(speech[0]["train"].select(range(3)), extractor))
+    padded = MelCropCollator(extractor)(log_mel_rows(speech[0]["train"].select(range(3)), extractor))
     for i, clip_mel in enumerate(whole):
         assert int(padded["mel_mask"][i].sum()) == clip_mel.shape[-1]
         torch.testing.assert_close(padded["mel"][i, :, : clip_mel.shape[-1]], clip_mel)
@@ -150,13 +150,13 @@ def test_mel_collator_cuts_windows_of_the_whole_clip_log_mel(speech, extractor):
 
 def test_mel_collator_rejects_bad_rows(extractor):
     with pytest.raises(ValueError, match="max_frames must be a positive integer"):
-        MuOmniMelCollator(extractor, max_frames=0)
-    with pytest.raises(ValueError, match=r"audio is sampled at 8000 Hz, the front end expects 16000 Hz"):
-        MuOmniMelCollator(extractor)([{"audio": {"array": torch.zeros(8000).numpy(), "sampling_rate": 8000}}])
-    with pytest.raises(ValueError, match="decoded as"):
-        MuOmniMelCollator(extractor)([{"audio": {"bytes": b"", "path": None}}])
+        MelCropCollator(extractor, max_frames=0)
+    with pytest.raises(ValueError, match=r"audio is sampled at 8000 Hz, the feature extractor expects 16000 Hz"):
+        MelCropCollator(extractor)([{"audio": {"array": torch.zeros(8000).numpy(), "sampling_rate": 8000}}])
+    with pytest.raises(ValueError, match="rows need decoded audio in column 'audio'"):
+        MelCropCollator(extractor)([{"audio": {"bytes": b"", "path": None}}])
     with pytest.raises(ValueError, match="need 'text_embeds' and 'codes'"):
-        MuOmniTalkerCollator()([{"codes": [[1]]}])
+        TalkerCollator()([{"codes": [[1]]}])
 
 
 def test_talker_examples_are_codec_codes_and_the_thinker_embeddings_speak_feeds(config, speech, extractor, previous,
@@ -167,7 +167,7 @@ def test_talker_examples_are_codec_codes_and_the_thinker_embeddings_speak_feeds(
     voices = [v for v in speech[0]["train"]["voice"] if v == ASSISTANT_VOICE]
     assert len(pairs) == len(voices) + len(speech[1]["train"]) > 0
     examples = talker_examples(pairs, speech_model, previous["tokenizer"], extractor)
-    batch = MuOmniTalkerCollator(pad_token_id=1)([examples[i] for i in range(len(examples))])
+    batch = TalkerCollator(pad_token_id=1)([examples[i] for i in range(len(examples))])
     embeddings = previous["lm"].get_input_embeddings()
     for i, (text, audio) in enumerate(pairs):
         ids = previous["tokenizer"](text, add_special_tokens=False)["input_ids"]
@@ -201,7 +201,7 @@ def test_codec_trainer_changes_the_codec_and_reports_its_metrics(config, speech,
     trainer = StageDCodecTrainer(
         model=codec, args=quick_args(tmp_path, eval_strategy="steps", eval_steps=1),
         train_dataset=log_mel_rows(speech[0]["train"], extractor), eval_dataset=eval_rows, metric_dataset=eval_rows,
-        data_collator=MuOmniMelCollator(extractor, max_frames=16),
+        data_collator=MelCropCollator(extractor, max_frames=16),
     )  # fmt: skip
     trainer.train()
     assert changed(before, codec) == set(before)  # every weight and both codebooks' init/usage state
@@ -228,7 +228,7 @@ def test_talker_trainer_changes_only_the_talker(config, speech, extractor, previ
     asr_before = snapshot(asr)
     trainer = StageDTalkerTrainer(
         model=speech_model.talker, args=quick_args(tmp_path / "talker"), train_dataset=examples,
-        eval_dataset=examples, metric_dataset=metric_examples, data_collator=MuOmniTalkerCollator(pad_token_id=1),
+        eval_dataset=examples, metric_dataset=metric_examples, data_collator=TalkerCollator(pad_token_id=1),
         speech_model=speech_model, asr_model=asr, feature_extractor=extractor,
     )  # fmt: skip
     trainer.train()
@@ -250,7 +250,7 @@ def test_talker_trainer_changes_only_the_talker(config, speech, extractor, previ
 def test_talker_trainer_needs_the_speech_model_of_its_talker(config, tmp_path):
     talker = MuOmniTalkerForConditionalGeneration(config.talker_config)
     with pytest.raises(ValueError, match="speech_model=<the MuOmniForConditionalGeneration whose talker"):
-        StageDTalkerTrainer(model=talker, args=quick_args(tmp_path), data_collator=MuOmniTalkerCollator())
+        StageDTalkerTrainer(model=talker, args=quick_args(tmp_path), data_collator=TalkerCollator())
 
 
 def test_vocoder_trainer_changes_the_vocoder(config, speech, extractor, tmp_path):
@@ -261,7 +261,7 @@ def test_vocoder_trainer_changes_the_vocoder(config, speech, extractor, tmp_path
     trainer = StageDVocoderTrainer(
         model=vocoder, args=quick_args(tmp_path), train_dataset=speech[0]["train"],
         metric_dataset=speech[0]["validation"].select(range(2)),
-        data_collator=MuOmniMelCollator(extractor, max_frames=16, return_waveform=True),
+        data_collator=MelCropCollator(extractor, max_frames=16, return_waveform=True),
     )  # fmt: skip
     trainer.train()
     assert changed(before, vocoder) == set(before)
@@ -311,7 +311,7 @@ def _replace_split(data, name, split, dataset):
         ("wrong_rate", r"declared at 8000 Hz but MuOmni's front end expects 16000 Hz"),
         ("no_assistant_voice", "no speech in the assistant voice"),
         ("missing_previous", r"stage D needs previous\[\['audio_encoder'\]\]"),
-        ("bad_override", r"unknown stage D setting\(s\) \['crop_size'\] for the codec"),
+        ("bad_override", r"stage D codec: unknown training_overrides \['crop_size'\]"),
         ("bad_front_end", "must share num_mel_bins"),
     ],
 )

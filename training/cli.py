@@ -3,7 +3,7 @@
     muomni-train {a,b,c,d,e,all} [--preset tiny|micro | --config CONFIG] --dataset DATA --output-dir DIR
                  [--previous NAME=PATH | STAGE_DIR ...] [--seed N] [--set [STAGE:]KEY=VALUE ...] [--resume]
                  [--columns OURS=THEIRS,...] [--splits OURS=THEIRS,...] [--data-dir D] [--data-files SPLIT=FILE,...]
-                 [--dataset-name NAME] [--validation-size X] [--resample] [--streaming] [--num-proc N]
+                 [--dataset-name NAME] [--validation-size X] [--resample] [--streaming] [--num-proc N] [--traceback]
 
 DATA is `builtin` or `builtin:<scale>` (generated, `test` / `tiny` / `small`, saved under `DIR/data`), a
 folder written by `build_builtin_dataset(output_dir=...)`, or, for a single stage, any source that
@@ -25,9 +25,10 @@ nest, as stage D's sub-stages take dicts). `--resume` skips the stages of `all` 
 (`--set save_strategy=steps --set save_steps=200`).
 
 Every check on the arguments runs before anything is built or trained, and fails like argparse:
-a message on stderr and exit code 2. Distributed runs need nothing extra: under `torchrun` or
-`accelerate launch`, `Trainer` runs data parallel, rank 0 alone builds the data set and writes the
-shared files, and the other ranks wait for it.
+a message on stderr and exit code 2 (so does a ValueError / TypeError a recipe raises; `--traceback`
+shows it in full). Distributed runs need nothing extra: under `torchrun` or `accelerate launch`,
+`Trainer` runs data parallel, rank 0 alone builds the data set and writes the shared files, and the
+other ranks wait for it (see `distributed_state` for CPU-only machines).
 """
 
 import argparse
@@ -132,6 +133,7 @@ def build_parser(prog: str = "muomni-train") -> argparse.ArgumentParser:
     )
     parser.add_argument("--resume", action="store_true", help="skip finished stages, resume from checkpoints")
     parser.add_argument("--num-proc", type=int, default=1, help="processes that generate the built-in data")
+    parser.add_argument("--traceback", action="store_true", help="show the traceback of an error a recipe raises")
     real = parser.add_argument_group("real data (single stage, through load_stage_dataset)")
     real.add_argument("--columns", help="OURS=THEIRS,... rename the source's columns to the built-in names")
     real.add_argument("--splits", help="OURS=THEIRS,... pick and rename splits, e.g. validation=dev")
@@ -375,6 +377,8 @@ def load_source_dataset(stage: str, spec: str, args) -> dict:
         check_columns(dataset, columns, stage.upper())
     except (ValueError, TypeError, FileNotFoundError) as error:
         raise UsageError(f"--dataset {spec!r}: {error}") from None
+    except Exception as error:  # e.g. datasets cannot read back a split saved with no shard (an empty split)
+        raise UsageError(f"--dataset {spec!r} cannot be loaded ({type(error).__name__}: {error}); an empty split?") from None
     return {name: dataset}
 
 
@@ -389,11 +393,9 @@ def builtin_is_current(path: str, seed: int, scale: str) -> bool:
 def prepare_builtin_dataset(path: str, seed: int, scale: str, num_proc: int = 1, show_progress: bool = True) -> str:
     """Build the built-in data set into `path` (unless a build with this seed and scale is there), on the
     main process only; the other processes wait and then load it. Returns `path`."""
-    from accelerate import PartialState
-
     from .data import build_builtin_dataset
 
-    state = PartialState()
+    state = distributed_state()
     with state.main_process_first():
         if state.is_main_process and not builtin_is_current(path, seed, scale):
             if os.path.isdir(path):
@@ -519,10 +521,31 @@ def last_checkpoint(directory: str) -> str | None:
 # running
 
 
-def _log(message: str) -> None:
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def distributed_state():
+    """accelerate's `PartialState`, for the checks "am I rank 0" and "wait for the others".
+
+    On a machine without an accelerator, a multi-process launch (`torchrun`, WORLD_SIZE > 1) only
+    becomes data parallel over gloo if accelerate is told to use the CPU: `Trainer` builds its state
+    with `cpu=True` only for `use_cpu=True` or `ACCELERATE_USE_CPU`; without it every process would
+    train its own copy of the model. So this sets `ACCELERATE_USE_CPU=true` in that case (it leaves a
+    value the user set alone)."""
     from accelerate import PartialState
 
-    if PartialState().is_main_process:
+    cpu_only = not _has_accelerator()
+    if cpu_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    return PartialState(cpu=cpu_only or use_cpu)
+
+
+def _log(message: str) -> None:
+    if distributed_state().is_main_process:
         print(message, flush=True)
 
 
@@ -548,21 +571,21 @@ def run_stage(
 ):
     """Run one stage recipe into `output_dir`, write its `stage_result.json` (main process) and return
     its `StageResult`; every process waits until the files are written."""
-    from accelerate import PartialState
-
     overrides = dict(training_overrides or {})
     if resume:
         checkpoint = last_checkpoint(output_dir)
         if checkpoint is not None:
             _log(f"resuming stage {stage.upper()} from {checkpoint}")
             overrides["resume_from_checkpoint"] = checkpoint
-    _log(f"\n=== stage {stage.upper()}: {STAGE_TITLES[stage]} -> {output_dir}")
+    processes = distributed_state().num_processes
+    where = f" ({processes} processes)" if processes > 1 else ""
+    _log(f"\n=== stage {stage.upper()}: {STAGE_TITLES[stage]} -> {output_dir}{where}")
     started = time.perf_counter()
     result = recipe(stage)(
         config, datasets, output_dir, previous=dict(previous or {}), training_overrides=overrides, seed=seed
     )
     result.metrics = {**result.metrics, "stage_seconds": time.perf_counter() - started}
-    state = PartialState()
+    state = distributed_state()
     if state.is_main_process:
         write_stage_result(output_dir, result)
     state.wait_for_everyone()
@@ -582,7 +605,11 @@ def assemble_final_model(stage_e_result, directory: str, metrics: Mapping[str, M
         return directory
     model = AutoModel.from_pretrained(source)
     processor = AutoProcessor.from_pretrained(source)
-    finite = {stage: {k: v for k, v in m.items() if v is not None} for stage, m in metrics.items()}
+    timing = ("runtime", "per_second", "seconds", "epoch")  # the card lists model quality, not timings
+    finite = {
+        f"stage_{stage}": {k: v for k, v in m.items() if v is not None and not any(t in k for t in timing)}
+        for stage, m in metrics.items()
+    }
     try:
         from muomni.hub import save_for_hub
 
@@ -606,15 +633,15 @@ def train_all(
 ) -> dict:
     """Stages A..E into `output_dir/stage_<x>`, each fed the earlier outputs; `output_dir/metrics.json`;
     the final checkpoint at `output_dir/muomni`. Returns {stage: StageResult}."""
-    from accelerate import PartialState
-
     overrides = dict(overrides or {})
-    state = PartialState()
+    state = distributed_state()
     previous, results = {}, {}
+    reuse = resume  # once a stage runs again, the later ones must run on its new outputs
     for stage in STAGES:
         stage_dir = os.path.join(output_dir, f"stage_{stage}")
-        done = read_stage_result(stage_dir) if resume else None
-        if done is not None and all(os.path.exists(p) for p in done.outputs.values()):
+        done = read_stage_result(stage_dir) if reuse else None
+        reuse = done is not None and all(os.path.exists(p) for p in done.outputs.values())
+        if reuse:
             _log(f"\n=== stage {stage.upper()}: finished earlier, reusing {stage_dir}")
             result = done
         else:
@@ -693,7 +720,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_stage(args.stage, config, datasets, output_dir, previous, overrides[args.stage], args.seed, args.resume)
     except (ValueError, TypeError) as error:
         # the recipes raise ValueError / TypeError for bad input they find in the data or the settings
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+        if args.traceback:
+            raise
+        parser.exit(2, f"{parser.prog}: error: {error}\n(--traceback shows where it was raised)\n")
     return 0
 
 

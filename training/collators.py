@@ -15,8 +15,10 @@ is full, so no token is padding and `labels == input_ids` (the model shifts them
 attention crosses document boundaries inside a block, the standard GPT-2 / `run_clm` choice: the EOS
 separator tells the model a new document starts, and the causal mask stays the fast
 `is_causal` kernel. `document_attention=True` instead gives `position_ids` that restart after every
-EOS; with no `attention_mask`, transformers' `create_causal_mask` turns those into a block-diagonal
-causal mask, so a document attends only to itself (and starts at position 0, as at inference).
+EOS (and `use_cache=False`); with neither an `attention_mask` nor a KV cache, transformers'
+`create_causal_mask` turns those into a block-diagonal causal mask, so a document attends only to
+itself and starts at position 0, as at inference. The EOS that ends a document still predicts the
+first token of the next one, from its own document's context.
 """
 
 from dataclasses import dataclass, replace
@@ -67,9 +69,9 @@ class CausalLMPackingCollator:
 
     Args:
         eos_token_id (`int`, *optional*): the document separator; required by `document_attention`.
-        document_attention (`bool`): also return `position_ids` restarting after each EOS, so attention
-            stays inside each document (see the module docstring). Default False: attention crosses
-            document boundaries within a block.
+        document_attention (`bool`): also return `position_ids` restarting after each EOS (and
+            `use_cache=False`), so attention stays inside each document (see the module docstring).
+            Default False: attention crosses document boundaries within a block.
     """
 
     eos_token_id: int | None = None
@@ -92,6 +94,8 @@ class CausalLMPackingCollator:
         batch = {"input_ids": input_ids, "labels": input_ids.clone()}
         if self.document_attention:
             batch["position_ids"] = document_position_ids(input_ids, self.eos_token_id)
+            # transformers reads packed documents from position_ids only without a KV cache
+            batch["use_cache"] = False
         return batch
 
 
@@ -233,3 +237,136 @@ __all__ = [
     "document_position_ids",
     "pack_token_blocks",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage D: log-mel crops for the codec and the neural vocoder; (text embeddings, codes) for the talker.
+# Notation as above, plus L text tokens, Dt thinker hidden, Nq codebooks, T codec frames.
+
+
+def decoded_waveform(row: dict, sampling_rate: int, audio_column: str = "audio") -> torch.Tensor:
+    """The float32 waveform (S,) of a row whose audio is a decoded `{"array", "sampling_rate"}` cell at
+    `sampling_rate` (another rate is a ValueError: resample the data first)."""
+    audio = row.get(audio_column) if isinstance(row, dict) else None
+    if not isinstance(audio, dict) or "array" not in audio or "sampling_rate" not in audio:
+        found = sorted(audio) if isinstance(audio, dict) else type(audio).__name__
+        raise ValueError(
+            f"rows need decoded audio in column {audio_column!r} ({{'array', 'sampling_rate'}}, got {found}); "
+            "decode Audio columns with muomni.training.data.with_audio_arrays"
+        )
+    if int(audio["sampling_rate"]) != sampling_rate:
+        raise ValueError(
+            f"audio is sampled at {audio['sampling_rate']} Hz, the feature extractor expects {sampling_rate} Hz"
+        )
+    return torch.as_tensor(np.asarray(audio["array"], dtype=np.float32))
+
+
+def whole_log_mels(feature_extractor: MuOmniFeatureExtractor, clips: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The normalised log-mel (M, F_i) of each clip, exactly as the extractor computes it for the clip alone."""
+    features = feature_extractor(clips, sampling_rate=feature_extractor.sampling_rate, return_tensors="pt")
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    return [features["input_features"][i, :, :n] for i, n in enumerate(lengths)]
+
+
+@dataclass
+class MelCropCollator:
+    """Speech rows -> normalised log-mel batches for `MuOmniCodec` (and `MuOmniNeuralVocoder`).
+
+    A row holds `mel` (M, F_i), a clip's whole log-mel computed beforehand, or decoded `audio`, whose
+    whole log-mel is computed here; either way a clip is normalised over all its frames, as at inference
+    (a crop normalised alone would have another peak). With `max_frames`, every item is then cut to a
+    random window of `min(max_frames, shortest clip of the batch)` frames, so a crop never holds padding
+    (windows are drawn from torch's global generator, which `Trainer` seeds); without it, whole clips are
+    padded with the extractor's `padding_value` to the longest.
+
+    Returns `{"mel": (B, M, F), "mel_mask": (B, F)}`, or with `return_waveform` (rows need `audio`)
+    `{"mel": (B, M, F), "waveform": (B, F * hop_length)}`: the samples those F frames were computed from,
+    always cut to the shortest clip, as the vocoder's loss has no mask.
+    """
+
+    feature_extractor: MuOmniFeatureExtractor
+    max_frames: int | None = None
+    return_waveform: bool = False
+
+    def __post_init__(self):
+        if self.max_frames is not None and (
+            isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 1
+        ):
+            raise ValueError(f"max_frames must be a positive integer or None, got {self.max_frames!r}")
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        extractor = self.feature_extractor
+        if self.return_waveform or not all("mel" in row for row in rows):
+            clips = [decoded_waveform(row, extractor.sampling_rate) for row in rows]
+            mels = whole_log_mels(extractor, clips)
+        else:
+            mels = [torch.as_tensor(row["mel"], dtype=torch.float32) for row in rows]
+        lengths = [mel.shape[-1] for mel in mels]
+        if self.max_frames is None and not self.return_waveform:
+            mel = torch.full((len(mels), mels[0].shape[0], max(lengths)), float(extractor.padding_value))
+            for i, clip_mel in enumerate(mels):
+                mel[i, :, : lengths[i]] = clip_mel
+            mask = (torch.arange(mel.shape[-1])[None] < torch.tensor(lengths)[:, None]).long()  # (B, F)
+            return {"mel": mel, "mel_mask": mask}
+        window = min(self.max_frames or max(lengths), min(lengths))
+        starts = [int(torch.randint(length - window + 1, ())) for length in lengths]
+        mel = torch.stack([clip_mel[:, s : s + window] for clip_mel, s in zip(mels, starts)])  # (B, M, window)
+        if not self.return_waveform:
+            return {"mel": mel, "mel_mask": torch.ones(len(rows), window, dtype=torch.long)}
+        hop = extractor.hop_length
+        waveform = torch.stack([clip[s * hop : (s + window) * hop] for clip, s in zip(clips, starts)])
+        return {"mel": mel, "waveform": waveform}  # waveform (B, window * hop)
+
+
+@dataclass
+class TalkerCollator:
+    """Rows with `text_embeds` (L_i, Dt) and `codes` (Nq, T_i) -> `MuOmniTalkerForConditionalGeneration`'s
+    inputs: `text_embeds` (B, L, Dt) LEFT-padded with zeros and `text_attention_mask` (B, L), so every
+    text ends where its frames begin; `codes` (B, Nq, T) RIGHT-padded with 0 and `codes_mask` (B, T).
+
+    `pad_text_ids` left-pads thinker token ids the same way (what `speak` takes), with `pad_token_id`.
+    """
+
+    pad_token_id: int = 0
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        for row in rows:
+            missing = [key for key in ("text_embeds", "codes") if key not in row]
+            if missing:
+                raise ValueError(f"talker rows need 'text_embeds' and 'codes'; a row lacks {missing}")
+        embeds = [torch.as_tensor(np.asarray(row["text_embeds"], dtype=np.float32)) for row in rows]  # (L_i, Dt)
+        length = max(e.shape[0] for e in embeds)
+        text_embeds = torch.zeros(len(rows), length, embeds[0].shape[-1])  # (B, L, Dt)
+        text_mask = torch.zeros(len(rows), length, dtype=torch.long)  # (B, L)
+        for i, e in enumerate(embeds):
+            text_embeds[i, length - e.shape[0] :] = e
+            text_mask[i, length - e.shape[0] :] = 1
+        codes, lengths = self.pad_codes([torch.as_tensor(np.asarray(row["codes"]), dtype=torch.long) for row in rows])
+        codes_mask = (torch.arange(codes.shape[-1])[None] < lengths[:, None]).long()  # (B, T)
+        return {"text_embeds": text_embeds, "text_attention_mask": text_mask, "codes": codes, "codes_mask": codes_mask}
+
+    @staticmethod
+    def pad_codes(codes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[(Nq, T_i)] -> codes (B, Nq, T) RIGHT-padded with 0, and the lengths (B,)."""
+        lengths = torch.tensor([c.shape[-1] for c in codes])
+        padded = torch.zeros(len(codes), codes[0].shape[0], int(lengths.max()), dtype=torch.long)
+        for i, c in enumerate(codes):
+            padded[i, :, : c.shape[-1]] = c
+        return padded, lengths
+
+    def pad_text_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Thinker ids [L_i] -> (B, L) LEFT-padded with `pad_token_id`, and their (B, L) mask."""
+        length = max(len(row) for row in ids)
+        text_ids = torch.full((len(ids), length), self.pad_token_id, dtype=torch.long)
+        text_mask = torch.zeros(len(ids), length, dtype=torch.long)
+        for i, row in enumerate(ids):
+            text_ids[i, length - len(row) :] = torch.as_tensor(row, dtype=torch.long)
+            text_mask[i, length - len(row) :] = 1
+        return text_ids, text_mask
+
+
+__all__ += ["MelCropCollator", "TalkerCollator", "decoded_waveform", "whole_log_mels"]

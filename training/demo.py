@@ -1,7 +1,7 @@
 """`muomni demo`: build the built-in data, train every stage at the `tiny` preset, then use the result
 the way a user would, through the transformers tools only.
 
-    muomni demo [--output-dir muomni-demo] [--seed 0] [--scale tiny] [--num-proc 2] [--quick]
+    muomni demo [--output-dir muomni-demo] [--seed 0] [--scale tiny] [--num-proc 2] [--quick] [--resume]
 
 1. the built-in data set (speech, images, text, chat, SFT) into `DIR/data` (progress bars);
 2. `muomni-train all --preset tiny` into `DIR/stage_a` ... `DIR/stage_e`, the final checkpoint in `DIR/muomni`;
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", choices=sorted(SCALES), default=None, help="built-in data scale (default: tiny)")
     parser.add_argument("--num-proc", type=int, default=2, help="processes that generate the data (default: 2)")
     parser.add_argument("--quick", action="store_true", help="smoke test: test-scale data, 5 steps per stage")
+    parser.add_argument("--resume", action="store_true", help="keep the stages an earlier run of this demo finished")
     return parser
 
 
@@ -67,6 +68,7 @@ TABLE_ROWS = (
     ("a", "thinker bits per byte", "bits_per_byte", "unigram_bits_per_byte", "unigram", True),
     ("b", "ASR CER", "cer", None, None, True),
     ("b", "ASR WER", "wer", None, None, True),
+    ("b", "ASR CER, voices unheard in training", "heldout_cer", None, None, True),
     ("c", "image retrieval R@1", "recall_at_1", "chance_recall_at_1", "chance", False),
     ("c", "image retrieval R@5", "recall_at_5", "chance_recall_at_5", "chance", False),
     ("d", "codec mel L1 (resynthesis)", "codec_mel_l1", None, None, True),
@@ -77,20 +79,27 @@ TABLE_ROWS = (
 
 
 def metrics_table(metrics: Mapping[str, Mapping]) -> str:
-    """A Markdown table of the held-out metrics (test split where the stage scored one) and baselines."""
+    """A Markdown table of the held-out metrics and their baselines: each row on the test split where
+    the stage scored one, else on validation; a baseline is shown on the same split as the metric (a
+    baseline measured on another split only is labelled with it)."""
     lines = [
         "| stage | metric | split | MuOmni | baseline |",
         "|---|---|---|---|---|",
     ]
     for stage, label, name, baseline_name, baseline_label, lower in TABLE_ROWS:
         stage_metrics = metrics.get(stage) or {}
-        value, split = _lookup(stage_metrics, name)
+        prefixes = ("test_", "eval_", "")
+        if baseline_name:  # the first split that has both, so the two numbers compare
+            paired = [p for p in prefixes if stage_metrics.get(p + name) is not None
+                      and stage_metrics.get(p + baseline_name) is not None]  # fmt: skip
+            prefixes = tuple(paired) + prefixes
+        value, split = _lookup(stage_metrics, name, prefixes)
         if value is None:
             continue
         baseline = "-"
         if baseline_name:
-            prefixes = ("test_", "eval_", "") if split == "test" else ("eval_", "", "test_")
-            base_value, base_split = _lookup(stage_metrics, baseline_name, prefixes)
+            order = ("test_", "eval_", "") if split == "test" else ("eval_", "", "test_")
+            base_value, base_split = _lookup(stage_metrics, baseline_name, order)
             if base_value is not None:
                 where = "" if base_split == split else f", {base_split}"
                 baseline = f"{base_value:.4g} ({baseline_label}{where})"
@@ -109,6 +118,11 @@ def _first(rows, predicate):
         if predicate(row):
             return row
     return rows[0]
+
+
+def _shown(text: str) -> str:
+    """`text` for the terminal: control characters (an untrained model writes some) as a middle dot."""
+    return "".join(c if c.isprintable() else "\u00b7" for c in text)
 
 
 def _is_heldout_voice(voice: str) -> bool:
@@ -144,9 +158,9 @@ def showcase(checkpoint: str, datasets: Mapping, output_dir: str) -> dict:
     (output,) = chat(prompt, max_new_tokens=40, **GREEDY)
     answer = output["generated_text"][-1]["content"].strip()
     print("\n[chat] pipeline('text-generation')")
-    print(f"  user:      {prompt[-1]['content']}")
-    print(f"  MuOmni:    {answer}")
-    print(f"  reference: {reference}")
+    print(f"  user:      {_shown(prompt[-1]['content'])}")
+    print(f"  MuOmni:    {_shown(answer)}")
+    print(f"  reference: {_shown(reference)}")
     results["chat"] = {"question": prompt[-1]["content"], "answer": answer, "reference": reference}
 
     # image QA on a held-out test image
@@ -160,8 +174,8 @@ def showcase(checkpoint: str, datasets: Mapping, output_dir: str) -> dict:
     answer = output["generated_text"][-1]["content"].strip()
     question = "".join(p["text"] for p in messages[-1]["content"] if p["type"] == "text").strip()
     print(f"\n[image QA] pipeline('image-text-to-text') on a held-out test image ({image_path})")
-    print(f"  question:    {question}")
-    print(f"  MuOmni:      {answer}")
+    print(f"  question:    {_shown(question)}")
+    print(f"  MuOmni:      {_shown(answer)}")
     print(f"  true answer: {row['target']}")
     results["image_qa"] = {"image": image_path, "question": question, "answer": answer, "reference": row["target"]}
 
@@ -174,14 +188,15 @@ def showcase(checkpoint: str, datasets: Mapping, output_dir: str) -> dict:
     hypothesis = hypothesis["text"].strip()
     print(f"\n[speech recognition] pipeline('automatic-speech-recognition'), held-out voice {row['voice']}")
     print(f"  reference:  {row['text']}")
-    print(f"  hypothesis: {hypothesis}")
+    print(f"  hypothesis: {_shown(hypothesis)}")
     results["asr"] = {"voice": row["voice"], "reference": row["text"], "hypothesis": hypothesis}
 
     # a spoken answer: the chat answer (or, if the talker cannot say it, a held-out sentence) as speech
     if getattr(model.config, "enable_audio_output", False):
         tts = pipeline("text-to-speech", model=checkpoint)
-        tts_rows = [r for r in sft_test if r["task"] == "tts"]
-        candidates = [results["chat"]["answer"]] + [r["target"] for r in tts_rows[:1]]
+        tts_targets = [t for task, t in zip(sft_test["task"], sft_test["target"]) if task == "tts"]
+        answer = results["chat"]["answer"]
+        candidates = ([answer] if any(c.isalpha() for c in answer) else []) + tts_targets[:1]
         for text in candidates:
             try:
                 speech = tts(text)
@@ -197,9 +212,11 @@ def showcase(checkpoint: str, datasets: Mapping, output_dir: str) -> dict:
                          "sampling_rate": speech["sampling_rate"]})["text"].strip()
             seconds = np.asarray(speech["audio"]).size / speech["sampling_rate"]
             print(f"\n[spoken answer] pipeline('text-to-speech') -> {wav_path} ({seconds:.1f} s)")
-            print(f"  text:             {text}")
-            print(f"  the ASR hears it: {heard}")
+            print(f"  text:             {_shown(text)}")
+            print(f"  the ASR hears it: {_shown(heard)}")
             results["speech"] = {"text": text, "wav": wav_path, "seconds": seconds, "heard": heard}
+        else:
+            print("\n[spoken answer] skipped: nothing the talker could say")
     else:
         print("\n[spoken answer] skipped: the checkpoint has no talker (enable_audio_output=False)")
     return results
@@ -221,12 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.path.isfile(output_dir):
         parser.error(f"--output-dir {args.output_dir!r} is a file")
 
-    from accelerate import PartialState
-
-    from .cli import DATA_FOLDER, metrics_from_results, prepare_builtin_dataset, resolve_config, train_all
+    from .cli import DATA_FOLDER, distributed_state, metrics_from_results, prepare_builtin_dataset, resolve_config, train_all
     from .data import load_builtin_dataset
 
-    state = PartialState()
+    state = distributed_state()
     started = time.perf_counter()
     say = print if state.is_main_process else (lambda *a, **k: None)
     say(f"MuOmni demo -> {output_dir} (scale {scale}, seed {args.seed}{', quick' if args.quick else ''})")
@@ -238,7 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     say("\n[2/4] training stages A-E at the tiny preset")
     config = resolve_config("tiny", None)
-    results = train_all(config, datasets, output_dir, QUICK_OVERRIDES if args.quick else None, seed=args.seed)
+    results = train_all(
+        config, datasets, output_dir, QUICK_OVERRIDES if args.quick else None, seed=args.seed, resume=args.resume
+    )
     metrics = metrics_from_results(results)
     checkpoint = os.path.join(output_dir, "muomni")
     if not state.is_main_process:

@@ -1,6 +1,7 @@
 """Real data for the stage recipes: any `datasets` source, renamed to the built-in schema's column names.
 
-    load_stage_dataset(source, column_mapping=None, streaming=False, split=None, ...) -> DatasetDict | IterableDatasetDict
+    load_stage_dataset(source, column_mapping=None, streaming=False, split=None, ...)
+                                                    -> DatasetDict | IterableDatasetDict
     check_splits(dataset_dict, required, stage)     ValueError for a missing or empty split
     check_columns(dataset_dict, required, stage)    ValueError naming a missing column and the available ones
 
@@ -36,6 +37,7 @@ Streaming (`streaming=True`) gives an `IterableDatasetDict`; stage A trains from
 import contextlib
 import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from itertools import islice
 from pathlib import Path
@@ -143,7 +145,8 @@ def audio_info(cell: dict) -> tuple[int, int]:
 
 
 def check_sampling_rate(dataset, column: str, sampling_rate: int, split: str, rows: int | None) -> None:
-    """ValueError if one of the first `rows` clips (all if None) of an undecoded audio column is not at `sampling_rate`."""
+    """ValueError if one of the first `rows` clips (all if None) of an undecoded audio column is not at
+    `sampling_rate`."""
     cells = islice(iter(dataset.select_columns([column])), rows) if isinstance(dataset, IterableDataset) else (
         dataset.select_columns([column])[: len(dataset) if rows is None else rows][column]
     )
@@ -204,15 +207,23 @@ def load_stage_dataset(
 
     if _is_saved_dataset(source):
         if load_kwargs:
-            raise ValueError(f"{source!r} is a save_to_disk folder; load_dataset arguments {sorted(load_kwargs)} do not apply")
+            raise ValueError(
+                f"{source!r} is a save_to_disk folder; load_dataset arguments {sorted(load_kwargs)} do not apply"
+            )
         loaded = load_from_disk(os.fspath(source))
         if isinstance(loaded, Dataset):
             loaded = DatasetDict({"train": loaded})
         if streaming:
             loaded = IterableDatasetDict({name: d.to_iterable_dataset() for name, d in loaded.items()})
     else:
-        with _audio_encoding_without_torchcodec():
-            loaded = load_dataset(source, streaming=streaming, **load_kwargs)
+        try:
+            with _audio_encoding_without_torchcodec():
+                loaded = load_dataset(source, streaming=streaming, **load_kwargs)
+        except ValueError as err:  # datasets' own words for an empty split
+            empty = re.search(r'Instruction "(.+)" corresponds to no data', str(err))
+            if empty is None:
+                raise
+            raise ValueError(f"split {empty.group(1)!r} is empty (in {source!r})") from err
     if isinstance(loaded, (Dataset, IterableDataset)):
         loaded = (IterableDatasetDict if streaming else DatasetDict)({"train": loaded})
 
@@ -248,7 +259,8 @@ def load_stage_dataset(
         renamed[name] = dataset
     result = type(loaded)(renamed)
     check_splits(result, required=())
-    return _prepare_audio(result, sampling_rate, resample, check_rows)
+    with _audio_encoding_without_torchcodec():  # a stream encodes its rows as they are read
+        return _prepare_audio(result, sampling_rate, resample, check_rows)
 
 
 def _prepare_audio(dataset_dict, sampling_rate: int, resample: bool, check_rows: int | None):
@@ -263,7 +275,8 @@ def _prepare_audio(dataset_dict, sampling_rate: int, resample: bool, check_rows:
                 check_sampling_rate(
                     dataset.cast_column(column, Audio(decode=False)), column, sampling_rate, name, check_rows
                 )
-            dataset = dataset.cast_column(column, Audio(sampling_rate=sampling_rate if resample else None, decode=False))
+            requested = sampling_rate if resample else None
+            dataset = dataset.cast_column(column, Audio(sampling_rate=requested, decode=False))
         prepared[name] = dataset
     return type(dataset_dict)(prepared)
 

@@ -30,13 +30,19 @@ Streaming: a streamed train split (`IterableDataset`) is supported and needs `ma
 """
 
 import math
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+from datasets import (
+    Dataset,
+    DatasetDict,
+    IterableDataset,
+    IterableDatasetDict,
+    concatenate_datasets,
+    interleave_datasets,
+)
 from transformers import PreTrainedConfig, set_seed
 from transformers.utils import logging
 
@@ -67,6 +73,7 @@ STAGE_A_TRAINING_DEFAULTS = {
     "eval_steps": 0.25,
     "save_strategy": "no",
     "report_to": "none",
+    "dataloader_pin_memory": False,
     "dataloader_num_workers": 0,
 }
 # Stage settings that are not TrainingArguments fields (also given through `training_overrides`).
@@ -218,18 +225,15 @@ def _tokenized_blocks(parts, tokenizer: MuOmniTokenizer, block_size: int) -> Dat
 
     packed = []
     for dataset in parts:
-        columns = _columns(dataset)
+        present = [c for c in TEXT_COLUMNS if c in _columns(dataset)]
         kwargs = {"keep_in_memory": True, "desc": "tokenize + pack"} if isinstance(dataset, Dataset) else {}
         packed.append(
-            dataset.select_columns([c for c in TEXT_COLUMNS if c in columns]).map(
-                tokenize_and_pack, batched=True, batch_size=2000, remove_columns=[c for c in TEXT_COLUMNS if c in columns],
-                **kwargs,
+            dataset.select_columns(present).map(
+                tokenize_and_pack, batched=True, batch_size=2000, remove_columns=present, **kwargs
             )
         )
     if len(packed) == 1:
         return packed[0]
-    from datasets import concatenate_datasets, interleave_datasets
-
     if all(isinstance(p, Dataset) for p in packed):
         return concatenate_datasets(packed)
     return interleave_datasets(packed, stopping_strategy="all_exhausted")
@@ -318,8 +322,11 @@ def run_stage_a(
 
     # tokenizer: trained on (the first tokenizer_max_documents) train documents, or reused
     renderer = MuOmniTokenizer()  # merge-free: only its chat template is used to render conversations
-    limit = options["tokenizer_max_documents"]
-    sample = [doc for part in train_parts for doc in islice(iter_documents(_rows(part), renderer), limit)]
+    sample = [
+        document
+        for part in train_parts
+        for document in islice(iter_documents(_rows(part), renderer), options["tokenizer_max_documents"])
+    ]
     if not sample:
         raise ValueError("stage A: the train split has no non-empty document")
     if "tokenizer" in previous:
@@ -341,7 +348,8 @@ def run_stage_a(
                 f"stage A: the {name} text is shorter than one block of {block_size} tokens; "
                 "use more text or a smaller block_size in training_overrides"
             )
-    metric_sets = {split: _metric_documents(data, split, tokenizer, options["max_eval_documents"]) for split in ("validation", "test")}
+    limit = options["max_eval_documents"]
+    metric_sets = {split: _metric_documents(data, split, tokenizer, limit) for split in ("validation", "test")}
     # unigram baseline: the training tokens (streamed: the tokenizer's sample)
     counted = (
         np.asarray(train_blocks["input_ids"]).ravel() if isinstance(train_blocks, Dataset)
@@ -377,7 +385,9 @@ def run_stage_a(
         if isinstance(test_blocks, IterableDataset):
             test_blocks = Dataset.from_list(list(islice(iter(test_blocks), options["max_eval_documents"])))
         if len(test_blocks) > 0:
-            metrics.update(trainer.evaluate(test_blocks, metric_key_prefix="test", metric_dataset=metric_sets["test"]))
+            metrics.update(
+                trainer.evaluate(test_blocks, metric_key_prefix="test", metric_dataset=metric_sets["test"])
+            )
         else:
             logger.warning(f"stage A: the test text is shorter than one block of {block_size} tokens; not scored")
     metrics.update({f"eval_unigram_{k}": v for k, v in baseline.items()})

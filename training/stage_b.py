@@ -36,7 +36,6 @@ tokenizer's files: `outputs={"audio_encoder": output_dir}`.
 import math
 from collections.abc import Mapping
 
-import torch
 from datasets import Audio, Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import PreTrainedConfig, set_seed
 from transformers.utils import logging
@@ -172,7 +171,8 @@ def _audio_encoder_config(config: PreTrainedConfig) -> MuOmniAudioEncoderConfig:
     audio_config = getattr(thinker, "audio_config", None)
     if not isinstance(audio_config, MuOmniAudioEncoderConfig):
         raise TypeError(
-            f"config must be a MuOmniConfig, MuOmniThinkerConfig or MuOmniAudioEncoderConfig, got {type(config).__name__}"
+            "config must be a MuOmniConfig, MuOmniThinkerConfig or MuOmniAudioEncoderConfig, got "
+            f"{type(config).__name__}"
         )
     return audio_config
 
@@ -187,8 +187,9 @@ def select_clips(
     """`dataset` without the clips that cannot be trained on, with a `length` column (mel frames).
 
     Reads only the file headers. Raises a ValueError for audio at the wrong rate (see the module
-    docstring); drops (with a warning) clips longer than `max_seconds`, empty transcripts and
-    transcripts that do not fit their CTC frames.
+    docstring); drops (with a warning) clips longer than `max_seconds` (or the encoder's
+    `max_source_seconds`), clips too short for one STFT frame, empty transcripts and transcripts that
+    do not fit their CTC frames.
     """
     feature = dataset.features["audio"]
     target_rate = collator.feature_extractor.sampling_rate
@@ -198,7 +199,10 @@ def select_clips(
             f"{target_rate} Hz"
         )
     raw = dataset.cast_column("audio", Audio(sampling_rate=feature.sampling_rate, decode=False))
-    lengths, keep, reasons = [], [], {"too long": 0, "empty transcript": 0, "transcript too long for CTC": 0}
+    extractor = collator.feature_extractor
+    longest = min(max_seconds, config.max_source_seconds)
+    lengths, keep = [], []
+    reasons = {"too long": 0, "too short": 0, "empty transcript": 0, "transcript too long for CTC": 0}
     for start in range(0, len(raw), 1000):
         chunk = raw.select_columns(["audio", "text"])[start : start + 1000]
         targets = collator.encode_targets(chunk["text"])
@@ -211,10 +215,12 @@ def select_clips(
                         f"expects {target_rate} Hz; resample it (load_stage_dataset(..., resample=True))"
                     )
                 samples = math.ceil(samples * target_rate / rate)
-            frames = collator.feature_extractor.num_frames(samples)
-            seconds = samples / target_rate
-            if seconds > min(max_seconds, config.max_source_seconds) or samples < collator.feature_extractor.min_num_samples:
-                reasons["too long"] += samples >= collator.feature_extractor.min_num_samples
+            frames = extractor.num_frames(samples)
+            if samples / target_rate > longest:
+                reasons["too long"] += 1
+                continue
+            if samples < extractor.min_num_samples:
+                reasons["too short"] += 1
                 continue
             if not target:
                 reasons["empty transcript"] += 1
@@ -226,7 +232,9 @@ def select_clips(
             lengths.append(frames)
     dropped = {reason: count for reason, count in reasons.items() if count}
     if dropped:
-        logger.warning(f"stage B: dropped {sum(dropped.values())} of {len(dataset)} clips of split {split!r}: {dropped}")
+        logger.warning(
+            f"stage B: dropped {sum(dropped.values())} of {len(dataset)} clips of split {split!r}: {dropped}"
+        )
     if not keep:
         raise ValueError(f"stage B: no usable clip left in split {split!r} ({dropped})")
     selected = dataset.select(keep) if len(keep) < len(dataset) else dataset
@@ -298,7 +306,9 @@ def run_stage_b(
     """
     previous = dict(previous or {})
     audio_config = _audio_encoder_config(config)
-    args, options = stage_training_arguments(output_dir, seed, STAGE_B_TRAINING_DEFAULTS, training_overrides, STAGE_B_OPTIONS)
+    args, options = stage_training_arguments(
+        output_dir, seed, STAGE_B_TRAINING_DEFAULTS, training_overrides, STAGE_B_OPTIONS
+    )
     data = stage_b_data(datasets)
     tokenizer = MuOmniCTCTokenizer()
     if tokenizer.vocab_size != audio_config.ctc_vocab_size:
@@ -359,7 +369,8 @@ def run_stage_b(
             subset = test.select(heldout) if isinstance(test, Dataset) else [test[i] for i in heldout]
             metrics.update(trainer.evaluate(subset, metric_key_prefix="test_heldout"))
     trainer.save_model(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    if trainer.args.should_save:  # the main process only, like save_model
+        tokenizer.save_pretrained(output_dir)
     return StageResult(stage="B", outputs={"audio_encoder": output_dir}, metrics=metrics)
 
 

@@ -188,6 +188,10 @@ class StageCTrainer(MuOmniStageTrainer):
     frozen_eval_modules = ()
     metric_names = tuple(f"recall_at_{k}" for k in RETRIEVAL_KS)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.args.remove_unused_columns = False  # the collator reads the raw image / caption columns
+
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
         collator = self.data_collator
         rows = retrieval_gallery(dataset[collator.text_column])

@@ -31,11 +31,9 @@ is its `talker` module, so the metric speaks through the very code path users ca
 codec and vocoder are frozen and pinned to eval mode; its audio and vision encoders are unused here.
 """
 
-import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
 
 import torch
 from datasets import Audio, Dataset, DatasetDict
@@ -51,18 +49,23 @@ from muomni.modeling_vocoder import MuOmniNeuralVocoder
 from muomni.processing.feature_extraction_muomni import MuOmniFeatureExtractor
 from muomni.processing.tokenization_muomni import MuOmniCTCTokenizer, MuOmniTokenizer
 
+from .collators import MelCropCollator, TalkerCollator, decoded_waveform, whole_log_mels
 from .data import ASSISTANT_VOICE, normalize_transcript, with_audio_arrays
 from .metrics import character_error_rate
-from .trainer import MuOmniStageTrainer, StageResult, apply_stage_freezing
+from .trainer import MuOmniStageTrainer, StageResult, apply_stage_freezing, stage_training_arguments
 
 DB_PER_MEL_UNIT = 40.0  # one unit of the normalised log-mel is 4 log10 units of power: 40 dB
 SPEECH_COLUMNS = ("audio", "text", "voice")
 SFT_COLUMNS = ("task", "audio", "target")
 PREVIOUS_KEYS = ("thinker_lm", "tokenizer", "audio_encoder")
 
-# Defaults for the `tiny` preset on the built-in `tiny` data, ~5 minutes on 2 CPU cores in all (see
-# the measurements in tests/test_stage_d.py's module docstring). Keys that are not TrainingArguments
-# fields configure the data: `crop_frames` (training crops, mel frames), `roundtrip_sentences`.
+# Defaults for the `tiny` preset on the built-in `tiny` data: ~5 minutes of one CPU core in all (measured
+# with 1 torch thread: log-mels of 1650 clips ~10 s; codec ~0.11 s/step at batch 16 x 1 s; talker examples
+# ~15 s for 690 pairs; talker ~0.26 s/step at batch 32; a round-trip evaluation ~5 s). The talker has ~600
+# (text, speech) pairs in the assistant voice; its held-out loss is lowest after ~100-250 steps and rises
+# after (it memorises the sentences), while the round-trip CER keeps drifting down slowly, so 600 steps.
+# Keys that are not TrainingArguments fields configure the data (`DATA_FIELDS`): `crop_frames` (training
+# crops, mel frames) and `roundtrip_sentences` (validation sentences spoken for the round-trip CER).
 DEFAULTS = {
     "codec": {
         "max_steps": 600, "per_device_train_batch_size": 16, "learning_rate": 2e-3, "warmup_steps": 20,
@@ -75,148 +78,16 @@ DEFAULTS = {
         "crop_frames": 64,
     },
     "talker": {
-        "max_steps": 1500, "per_device_train_batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 50,
-        "lr_scheduler_type": "cosine", "weight_decay": 0.01, "eval_steps": 500, "logging_steps": 25,
+        "max_steps": 600, "per_device_train_batch_size": 32, "learning_rate": 2e-3, "warmup_steps": 30,
+        "lr_scheduler_type": "cosine", "weight_decay": 0.01, "eval_steps": 200, "logging_steps": 25,
         "roundtrip_sentences": 32,
     },
-}
+}  # fmt: skip
 DATA_FIELDS = {"codec": ("crop_frames",), "vocoder": ("crop_frames",), "talker": ("roundtrip_sentences",)}
 COMMON_ARGUMENTS = {
     "eval_strategy": "steps", "save_strategy": "no", "report_to": "none", "remove_unused_columns": False,
     "prediction_loss_only": True, "max_grad_norm": 1.0, "dataloader_num_workers": 0,
 }  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------------
-# collators
-
-
-def _clip(row: dict, sampling_rate: int) -> torch.Tensor:
-    """The waveform (S,) of a row whose `audio` is a decoded `{"array", "sampling_rate"}` cell."""
-    audio = row.get("audio") if isinstance(row, dict) else None
-    if not isinstance(audio, dict) or "array" not in audio or "sampling_rate" not in audio:
-        raise ValueError(
-            "rows need an 'audio' cell decoded as {'array', 'sampling_rate'} (use with_audio_arrays), got "
-            f"{type(audio).__name__ if not isinstance(audio, dict) else sorted(audio)}"
-        )
-    if audio["sampling_rate"] != sampling_rate:
-        raise ValueError(f"audio is sampled at {audio['sampling_rate']} Hz, the front end expects {sampling_rate} Hz")
-    return torch.as_tensor(audio["array"], dtype=torch.float32)
-
-
-@dataclass
-class MuOmniMelCollator:
-    """Speech rows -> normalised log-mel batches for the codec (and the neural vocoder).
-
-    A row holds either `mel` (M, F_i), a clip's whole log-mel computed once (`log_mel_rows`), or a
-    decoded `audio` cell, whose whole log-mel is computed here; either way a clip is normalised as at
-    inference, over all its frames. With `max_frames`, every item is then cut to a random window of
-    `min(max_frames, shortest clip of the batch)` frames, so a crop never holds padding; without it,
-    whole clips are padded (with the extractor's `padding_value`) to the longest.
-
-    Returns `{"mel": (B, M, F), "mel_mask": (B, F)}`, or with `return_waveform` (neural vocoder; rows
-    need `audio`) `{"mel": (B, M, F), "waveform": (B, F * hop_length)}`, the samples the F frames were
-    computed from (always cut to the shortest clip, as the vocoder's loss has no mask).
-    """
-
-    feature_extractor: MuOmniFeatureExtractor
-    max_frames: int | None = None
-    return_waveform: bool = False
-    seed: int = 0
-    generator: torch.Generator = field(init=False, repr=False)
-
-    def __post_init__(self):
-        if self.max_frames is not None and (
-            isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 1
-        ):
-            raise ValueError(f"max_frames must be a positive integer or None, got {self.max_frames!r}")
-        self.generator = torch.Generator().manual_seed(self.seed)
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        extractor = self.feature_extractor
-        clips = None
-        if self.return_waveform or not all("mel" in row for row in rows):
-            clips = [_clip(row, extractor.sampling_rate) for row in rows]
-            mels = _whole_log_mels(extractor, clips)
-        else:
-            mels = [torch.as_tensor(row["mel"], dtype=torch.float32) for row in rows]
-        lengths = [mel.shape[-1] for mel in mels]
-        if self.max_frames is None and not self.return_waveform:
-            mel = torch.full((len(mels), mels[0].shape[0], max(lengths)), float(extractor.padding_value))
-            for i, m in enumerate(mels):
-                mel[i, :, : m.shape[-1]] = m
-            mask = (torch.arange(mel.shape[-1])[None] < torch.tensor(lengths)[:, None]).long()  # (B, F)
-            return {"mel": mel, "mel_mask": mask}
-        window = min(self.max_frames or max(lengths), min(lengths))
-        starts = [int(torch.randint(length - window + 1, (1,), generator=self.generator)) for length in lengths]
-        mel = torch.stack([m[:, s : s + window] for m, s in zip(mels, starts)])  # (B, M, window)
-        if not self.return_waveform:
-            return {"mel": mel, "mel_mask": torch.ones(mel.shape[0], window, dtype=torch.long)}
-        hop = extractor.hop_length
-        waveform = torch.stack([clip[s * hop : (s + window) * hop] for clip, s in zip(clips, starts)])
-        return {"mel": mel, "waveform": waveform}  # waveform (B, window * hop)
-
-
-def _whole_log_mels(extractor: MuOmniFeatureExtractor, clips: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The log-mel (M, F_i) of each clip, as `extractor` computes it for the clip alone."""
-    features = extractor(clips, sampling_rate=extractor.sampling_rate, return_tensors="pt")
-    lengths = features["attention_mask"].sum(dim=1).tolist()
-    return [features["input_features"][i, :, :n] for i, n in enumerate(lengths)]
-
-
-def log_mel_rows(dataset, feature_extractor: MuOmniFeatureExtractor, batch_size: int = 32) -> list[dict]:
-    """`[{"mel": (M, F_i)}]`: the whole log-mel of every clip of a speech dataset (decoded audio), computed
-    once so that training steps only crop (decoding and the STFT cost about as much as a codec step)."""
-    rows = []
-    for start in range(0, len(dataset), batch_size):
-        batch = dataset[start : start + batch_size]
-        clips = [_clip({"audio": audio}, feature_extractor.sampling_rate) for audio in batch["audio"]]
-        rows += [{"mel": mel} for mel in _whole_log_mels(feature_extractor, clips)]
-    return rows
-
-
-@dataclass
-class MuOmniTalkerCollator:
-    """Rows with `text_embeds` (L_i, Dt) and `codes` (Nq, T_i) -> the talker's inputs: `text_embeds`
-    (B, L, Dt) LEFT-padded with zeros and `text_attention_mask` (B, L), so every text ends where its
-    frames begin; `codes` (B, Nq, T) RIGHT-padded with 0 and `codes_mask` (B, T)."""
-
-    pad_token_id: int = 0
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        for row in rows:
-            missing = [key for key in ("text_embeds", "codes") if key not in row]
-            if missing:
-                raise ValueError(f"talker rows need 'text_embeds' and 'codes'; a row lacks {missing}")
-        embeds = [torch.as_tensor(row["text_embeds"], dtype=torch.float32) for row in rows]
-        length = max(e.shape[0] for e in embeds)
-        text_embeds = torch.zeros(len(rows), length, embeds[0].shape[-1])
-        text_mask = torch.zeros(len(rows), length, dtype=torch.long)
-        for i, e in enumerate(embeds):
-            text_embeds[i, length - e.shape[0] :] = e
-            text_mask[i, length - e.shape[0] :] = 1
-        codes, lengths = self.pad_codes([torch.as_tensor(row["codes"], dtype=torch.long) for row in rows])
-        codes_mask = (torch.arange(codes.shape[-1])[None] < lengths[:, None]).long()  # (B, T)
-        return {"text_embeds": text_embeds, "text_attention_mask": text_mask, "codes": codes, "codes_mask": codes_mask}
-
-    @staticmethod
-    def pad_codes(codes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[(Nq, T_i)] -> codes (B, Nq, T) right-padded with 0, and the lengths (B,)."""
-        lengths = torch.tensor([c.shape[-1] for c in codes])
-        padded = torch.zeros(len(codes), codes[0].shape[0], int(lengths.max()), dtype=torch.long)
-        for i, c in enumerate(codes):
-            padded[i, :, : c.shape[-1]] = c
-        return padded, lengths
-
-    def pad_text_ids(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Thinker ids -> (B, L) LEFT-padded with `pad_token_id`, and the (B, L) mask: `speak`'s inputs."""
-        length = max(len(row) for row in ids)
-        text_ids = torch.full((len(ids), length), self.pad_token_id, dtype=torch.long)
-        text_mask = torch.zeros(len(ids), length, dtype=torch.long)
-        for i, row in enumerate(ids):
-            text_ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
-            text_mask[i, length - len(row) :] = 1
-        return text_ids, text_mask
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +107,7 @@ class _SelfSupervisedStageTrainer(MuOmniStageTrainer):
 
 
 class StageDCodecTrainer(_SelfSupervisedStageTrainer):
-    """Trains a `MuOmniCodec` on `{"mel", "mel_mask"}` batches (`MuOmniMelCollator`).
+    """Trains a `MuOmniCodec` on `{"mel", "mel_mask"}` batches (`MelCropCollator`).
 
     Metrics (`metric_dataset`: speech rows, each clip coded alone as at inference): `mel_l1` (normalised
     log-mel units) and `mel_distance_db` (RMS over mel bins, mean over real frames) of
@@ -248,7 +119,7 @@ class StageDCodecTrainer(_SelfSupervisedStageTrainer):
     metric_names = ("mel_l1", "mel_distance_db", "utilisation_q", "perplexity_q")
 
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
-        collate = MuOmniMelCollator(self.data_collator.feature_extractor)
+        collate = MelCropCollator(self.data_collator.feature_extractor)
         codec, config = self.model, self.model.config
         l1_sum = db_sum = frames = 0.0
         counts = torch.zeros(config.num_quantizers, config.codebook_size)
@@ -271,7 +142,7 @@ class StageDCodecTrainer(_SelfSupervisedStageTrainer):
 
 
 class StageDVocoderTrainer(_SelfSupervisedStageTrainer):
-    """Trains a `MuOmniNeuralVocoder` on `{"mel", "waveform"}` crops (`MuOmniMelCollator(return_waveform=True)`).
+    """Trains a `MuOmniNeuralVocoder` on `{"mel", "waveform"}` crops (`MelCropCollator(return_waveform=True)`).
 
     Metrics (`metric_dataset`: speech rows, whole clips): `mel_l1`, the L1 between the normalised
     log-mels of the vocoded and the original audio (the vocoder's own `mel_loss`), and `stft_loss`.
@@ -281,7 +152,7 @@ class StageDVocoderTrainer(_SelfSupervisedStageTrainer):
     metric_names = ("mel_l1", "stft_loss")
 
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
-        collate = MuOmniMelCollator(self.data_collator.feature_extractor, return_waveform=True)
+        collate = MelCropCollator(self.data_collator.feature_extractor, return_waveform=True)
         mel_sum = stft_sum = 0.0
         for row in dataset:
             batch = collate([row])
@@ -292,7 +163,7 @@ class StageDVocoderTrainer(_SelfSupervisedStageTrainer):
 
 
 class StageDTalkerTrainer(_SelfSupervisedStageTrainer):
-    """Trains `speech_model.talker` on precomputed `{"text_embeds", "codes"}` pairs (`MuOmniTalkerCollator`).
+    """Trains `speech_model.talker` on precomputed `{"text_embeds", "codes"}` pairs (`TalkerCollator`).
 
     Args (besides `Trainer`'s):
         speech_model ([`MuOmniForConditionalGeneration`]): the inference model; `model` must be its
@@ -322,10 +193,9 @@ class StageDTalkerTrainer(_SelfSupervisedStageTrainer):
             raise ValueError("asr_model needs the feature_extractor of its log-mel front end")
         frozen = tuple(name for name in self.speech_frozen_modules if getattr(speech_model, name) is not None)
         apply_stage_freezing(speech_model, ("talker",), frozen)
-        self.speech_model, self.asr_model, self.feature_extractor = speech_model, asr_model, feature_extractor
         if asr_model is not None:
-            apply_stage_freezing(asr_model, (), ())
-            asr_model.requires_grad_(False).eval()
+            asr_model.requires_grad_(False).eval()  # not Trainer's model: nothing turns it back to training
+        self.speech_model, self.asr_model, self.feature_extractor = speech_model, asr_model, feature_extractor
         self._reference_metrics = None
 
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
@@ -368,7 +238,6 @@ class StageDTalkerTrainer(_SelfSupervisedStageTrainer):
     def _transcribe(self, waveforms: list[torch.Tensor]) -> list[str]:
         return transcribe(self.asr_model, self.feature_extractor, waveforms)
 
-
 # --------------------------------------------------------------------------------------------------
 # data
 
@@ -399,6 +268,17 @@ def transcribe(
         for i, ids in zip(indices, decoded):
             transcripts[i] = normalize_transcript(tokenizer.decode(ids, group_tokens=False))
     return transcripts
+
+
+def log_mel_rows(dataset, feature_extractor: MuOmniFeatureExtractor, batch_size: int = 32) -> list[dict]:
+    """`[{"mel": (M, F_i)}]`: the whole log-mel of every clip of a speech dataset (decoded audio), computed
+    once, so that a training step only crops (decoding and the STFT cost about as much as a codec step)."""
+    rows = []
+    for start in range(0, len(dataset), batch_size):
+        audio = dataset[start : start + batch_size]["audio"]
+        clips = [decoded_waveform({"audio": cell}, feature_extractor.sampling_rate) for cell in audio]
+        rows += [{"mel": mel} for mel in whole_log_mels(feature_extractor, clips)]
+    return rows
 
 
 def _check_columns(dataset: Dataset, columns: tuple[str, ...], name: str) -> None:
@@ -462,6 +342,14 @@ def assistant_pairs(speech: Dataset, tts: Dataset | None) -> list[tuple[str, dic
     if tts is not None:
         pairs += [(row["target"], row["audio"]) for row in tts]
     return pairs
+
+
+def roundtrip_pairs(speech: Dataset, tts: Dataset | None) -> list[tuple[str, dict]]:
+    """The sentences the round trip speaks: the `tts` rows (the written text `speak` receives at
+    inference) when there are any, else the `speech` rows in the assistant voice."""
+    if tts is not None and len(tts):
+        return [(row["target"], row["audio"]) for row in tts]
+    return assistant_pairs(speech, None)
 
 
 @torch.no_grad()
@@ -531,29 +419,31 @@ def assemble_speech_model(
 # recipe
 
 
-def _sub_stage_settings(sub_stage: str, training_overrides: dict | None) -> tuple[dict, dict]:
-    """(TrainingArguments fields, data fields) of `sub_stage`: the defaults, then the top-level overrides
-    (those that are not sub-stage names apply to every sub-stage), then `training_overrides[sub_stage]`."""
+def stage_d_training_arguments(
+    sub_stage: str, output_dir: str, seed: int, training_overrides: dict | None
+) -> tuple[TrainingArguments, dict]:
+    """`(TrainingArguments, options)` of a sub-stage ("codec", "vocoder" or "talker"), saving to
+    `output_dir/<sub_stage>`: `DEFAULTS[sub_stage]`, then the top-level `training_overrides` (those that
+    are not sub-stage names apply to every sub-stage; a data option applies where it exists), then
+    `training_overrides[sub_stage]`. Unknown settings are a ValueError."""
     overrides = dict(training_overrides or {})
     for name in DEFAULTS:
         if name in overrides and not isinstance(overrides[name], dict):
             raise ValueError(f"training_overrides[{name!r}] must be a dict of settings, got {overrides[name]!r}")
-    shared = {key: value for key, value in overrides.items() if key not in DEFAULTS}
-    settings = {**DEFAULTS[sub_stage], **shared, **overrides.get(sub_stage, {})}
-    argument_names = {field.name for field in dataclasses.fields(TrainingArguments)}
-    data_names = {name for names in DATA_FIELDS.values() for name in names}
-    unknown = sorted(set(settings) - argument_names - data_names)
-    if unknown:
-        raise ValueError(
-            f"unknown stage D setting(s) {unknown} for the {sub_stage}: expected TrainingArguments fields or "
-            f"{sorted(data_names)}"
+    elsewhere = {option for name, options in DATA_FIELDS.items() if name != sub_stage for option in options}
+    shared = {
+        key: value
+        for key, value in overrides.items()
+        if key not in DEFAULTS and (key in DATA_FIELDS[sub_stage] or key not in elsewhere)
+    }
+    options = {key: DEFAULTS[sub_stage][key] for key in DATA_FIELDS[sub_stage]}
+    defaults = {**COMMON_ARGUMENTS, **{k: v for k, v in DEFAULTS[sub_stage].items() if k not in options}}
+    try:
+        return stage_training_arguments(
+            os.path.join(output_dir, sub_stage), seed, defaults, {**shared, **overrides.get(sub_stage, {})}, options
         )
-    data = {key: settings.pop(key) for key in list(settings) if key in data_names}
-    return settings, {key: data[key] for key in DATA_FIELDS[sub_stage] if key in data}
-
-
-def _training_arguments(output_dir: str, seed: int, settings: dict) -> TrainingArguments:
-    return TrainingArguments(output_dir=output_dir, seed=seed, **{**COMMON_ARGUMENTS, **settings})
+    except ValueError as error:
+        raise ValueError(f"stage D {sub_stage}: {error}") from None
 
 
 def _load_previous(previous: dict | None, config: MuOmniConfig, allow_stand_ins: bool):
@@ -607,10 +497,17 @@ def _check_front_end(config: MuOmniConfig) -> MuOmniFeatureExtractor:
     )  # fmt: skip
 
 
-def _final_metrics(trainer: MuOmniStageTrainer, prefix: str) -> dict[str, float]:
-    metrics = trainer.evaluate()
+def _train_and_save(trainer: MuOmniStageTrainer, name: str, metrics: dict[str, float]) -> str:
+    """Train a sub-stage, add its wall time and final evaluation to `metrics` (prefixed `name_`), save
+    the model (and its processing class) to `trainer.args.output_dir` and return that directory."""
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    metrics[f"{name}_train_seconds"] = time.perf_counter() - started
     skipped = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch")
-    return {f"{prefix}_{key[len('eval_'):]}": value for key, value in metrics.items() if key not in skipped}
+    final = trainer.evaluate()
+    metrics.update({f"{name}_{key[len('eval_'):]}": value for key, value in final.items() if key not in skipped})
+    trainer.save_model()
+    return trainer.args.output_dir
 
 
 def run_stage_d(
@@ -653,12 +550,12 @@ def run_stage_d(
             f"no speech in the assistant voice {ASSISTANT_VOICE!r} to train the talker on (train: "
             f"{len(train_pairs)} pairs, validation: {len(eval_pairs)})"
         )
-    settings = {name: _sub_stage_settings(name, training_overrides) for name in DEFAULTS}
+    settings = {name: stage_d_training_arguments(name, output_dir, seed, training_overrides) for name in DEFAULTS}
     thinker_lm, tokenizer, asr_model = _load_previous(previous, config, allow_stand_ins)
     outputs, metrics = {}, {}
 
     # codec: every voice
-    arguments, data = settings["codec"]
+    args, options = settings["codec"]
     set_seed(seed)
     started = time.perf_counter()
     train_mels, eval_mels = (log_mel_rows(speech[split], feature_extractor) for split in ("train", "validation"))
@@ -666,104 +563,74 @@ def run_stage_d(
     codec = MuOmniCodec(config.codec_config)
     trainer = StageDCodecTrainer(
         model=codec,
-        args=_training_arguments(os.path.join(output_dir, "codec"), seed, arguments),
+        args=args,
         train_dataset=train_mels,
         eval_dataset=eval_mels,
         metric_dataset=eval_mels,
-        data_collator=MuOmniMelCollator(feature_extractor, max_frames=data["crop_frames"], seed=seed),
+        data_collator=MelCropCollator(feature_extractor, max_frames=options["crop_frames"]),
         processing_class=feature_extractor,
     )
-    started = time.perf_counter()
-    trainer.train()
-    metrics["codec_train_seconds"] = time.perf_counter() - started
-    metrics.update(_final_metrics(trainer, "codec"))
-    trainer.save_model()
-    outputs["codec"] = trainer.args.output_dir
-    codec.eval()
+    outputs["codec"] = _train_and_save(trainer, "codec", metrics)
 
-    # neural vocoder: every voice, real mels
+    # neural vocoder: every voice, real mels; before the talker, so that the round trip speaks through it
     vocoder = None
     if config.vocoder_config.vocoder_type == "neural":
-        arguments, data = settings["vocoder"]
+        args, options = settings["vocoder"]
         set_seed(seed)
         vocoder = MuOmniNeuralVocoder(config.vocoder_config)
         trainer = StageDVocoderTrainer(
             model=vocoder,
-            args=_training_arguments(os.path.join(output_dir, "vocoder"), seed, arguments),
+            args=args,
             train_dataset=speech["train"],
             eval_dataset=speech["validation"],
             metric_dataset=speech["validation"],
-            data_collator=MuOmniMelCollator(
-                feature_extractor, max_frames=data["crop_frames"], return_waveform=True, seed=seed
-            ),
+            data_collator=MelCropCollator(feature_extractor, max_frames=options["crop_frames"], return_waveform=True),
             processing_class=feature_extractor,
         )
-        started = time.perf_counter()
-        trainer.train()
-        metrics["vocoder_train_seconds"] = time.perf_counter() - started
-        metrics.update(_final_metrics(trainer, "vocoder"))
-        trainer.save_model()
-        outputs["vocoder"] = trainer.args.output_dir
-        vocoder.eval()
+        outputs["vocoder"] = _train_and_save(trainer, "vocoder", metrics)
 
-    # talker: the assistant voice, conditioned as at inference
-    arguments, data = settings["talker"]
+    # talker: the assistant voice, conditioned and targeted by the frozen thinker and codec
+    args, options = settings["talker"]
     set_seed(seed)
-    speech_model = assemble_speech_model(config, thinker_lm, codec, vocoder=vocoder).eval()
+    speech_model = assemble_speech_model(config, thinker_lm, codec.eval(), vocoder=vocoder).eval()
     started = time.perf_counter()
     train_examples = talker_examples(train_pairs, speech_model, tokenizer, feature_extractor)
     eval_examples = talker_examples(eval_pairs, speech_model, tokenizer, feature_extractor)
-    roundtrip_pairs = _roundtrip_pairs(speech["validation"], sft["validation"] if sft else None)
+    spoken = roundtrip_pairs(speech["validation"], sft["validation"] if sft else None)
     metric_examples = talker_examples(
-        roundtrip_pairs[: data["roundtrip_sentences"]], speech_model, tokenizer, feature_extractor, keep_audio=True
+        spoken[: options["roundtrip_sentences"]], speech_model, tokenizer, feature_extractor, keep_audio=True
     )
     metrics["talker_data_seconds"] = time.perf_counter() - started
     trainer = StageDTalkerTrainer(
         model=speech_model.talker,
-        args=_training_arguments(os.path.join(output_dir, "talker"), seed, arguments),
+        args=args,
         train_dataset=train_examples,
         eval_dataset=eval_examples,
         metric_dataset=metric_examples,
-        data_collator=MuOmniTalkerCollator(pad_token_id=tokenizer.pad_token_id or 0),
+        data_collator=TalkerCollator(pad_token_id=tokenizer.pad_token_id or 0),
         speech_model=speech_model,
         asr_model=asr_model,
         feature_extractor=feature_extractor,
     )
-    started = time.perf_counter()
-    trainer.train()
-    metrics["talker_train_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    talker_metrics = _final_metrics(trainer, "talker")
-    metrics["talker_eval_seconds"] = time.perf_counter() - started
-    for name in ("reference_asr_cer", "codec_resynthesis_cer"):  # references of the round trip, not talker metrics
-        if f"talker_{name}" in talker_metrics:
-            metrics[name] = talker_metrics.pop(f"talker_{name}")
-    metrics.update(talker_metrics)
-    trainer.save_model()
-    outputs["talker"] = trainer.args.output_dir
+    outputs["talker"] = _train_and_save(trainer, "talker", metrics)
+    for name in ("reference_asr_cer", "codec_resynthesis_cer"):  # the round trip's references, not the talker's
+        if f"talker_{name}" in metrics:
+            metrics[name] = metrics.pop(f"talker_{name}")
     return StageResult(stage="D", outputs=outputs, metrics=metrics)
-
-
-def _roundtrip_pairs(speech: Dataset, tts: Dataset | None) -> list[tuple[str, dict]]:
-    """The sentences the round trip speaks: the `tts` rows (the written text `speak` receives at
-    inference) when there are any, else the `speech` rows in the assistant voice."""
-    if tts is not None and len(tts):
-        return [(row["target"], row["audio"]) for row in tts]
-    return assistant_pairs(speech, None)
 
 
 __all__ = [
     "DEFAULTS",
-    "MuOmniMelCollator",
-    "MuOmniTalkerCollator",
     "StageDCodecTrainer",
     "StageDTalkerTrainer",
     "StageDVocoderTrainer",
     "assemble_speech_model",
     "assistant_pairs",
     "log_mel_rows",
+    "roundtrip_pairs",
     "run_stage_d",
     "speech_splits",
+    "stage_d_training_arguments",
     "talker_examples",
     "transcribe",
 ]

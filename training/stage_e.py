@@ -107,10 +107,9 @@ def sft_conversation(row: dict, sampling_rate: int = 16000) -> list[dict]:
             parts.append({"type": kind, kind: media[kind] if kind == "image" else _waveform(media[kind], sampling_rate)})
         conversation.append({"role": message["role"], "content": parts})
     for kind, value in media.items():
-        if (value is None) == (used[kind] == 1):
-            continue
-        found = f"{used[kind]} <{kind}> markers" if used[kind] else f"an {kind} but no <{kind}> marker"
-        raise ValueError(f"a {row.get('task')!r} row has {found}; expected exactly one marker per {kind}")
+        if used[kind] != (value is not None):  # a given medium needs exactly one marker, a missing one none
+            found = f"{used[kind]} <{kind}> markers" if used[kind] else f"an {kind} but no <{kind}> marker"
+            raise ValueError(f"a {row.get('task')!r} row has {found}; expected exactly one marker per {kind}")
     return conversation
 
 
@@ -330,6 +329,9 @@ class StageETrainer(MuOmniStageTrainer):
         self.max_new_tokens = max_new_tokens or {}
         self.default_max_new_tokens = default_max_new_tokens
         super().__init__(*args, **kwargs)
+        self.args.remove_unused_columns = False  # the collator reads the raw task / messages / image / audio columns
+        if self.args.label_names is None:  # `forward(*args, **kwargs)` hides `labels` from Trainer's signature check
+            self.label_names = ["labels"]
 
     def generate_answers(self, dataset) -> list[str]:
         """Greedy answers to every row of `dataset` (batched by task, left-padded prompts)."""
@@ -420,11 +422,13 @@ def assemble_muomni(
     """
     previous = dict(previous or {})
     missing = [key for key in REQUIRED_STAGES if not previous.get(key)]
-    if "tokenizer" in missing or (missing and not allow_random_init):
+    if missing and not allow_random_init:
         raise ValueError(
             f"stage E needs the outputs of earlier stages, missing previous[...] keys: {missing} "
             f"(required: {list(REQUIRED_STAGES)}; only tests may pass allow_random_init=True to skip the weights)"
         )
+    if "tokenizer" in missing:
+        raise ValueError("previous['tokenizer'] (stage A's tokenizer) is required, even with allow_random_init=True")
     if bool(previous.get("talker")) != bool(previous.get("codec")):
         raise ValueError("previous['talker'] and previous['codec'] come together (stage D): give both or neither")
     loaded = {key: load_strictly(cls, previous[key], key) for key, (cls, _, _) in COMPONENTS.items() if previous.get(key)}
@@ -441,6 +445,8 @@ def assemble_muomni(
     if config.enable_audio_output and not speech:
         logger.warning("Stage E: no talker / codec from stage D; the assembled model is text-output only")
     settings["enable_audio_output"] = speech
+    if not speech:  # no talker is built, but its config must still agree with the thinker
+        settings["talker_config"]["thinker_hidden_size"] = settings["thinker_config"]["text_config"]["hidden_size"]
     model = MuOmniForConditionalGeneration(MuOmniConfig.from_dict(settings))
     for key, source in loaded.items():
         install_weights(model.get_submodule(COMPONENTS[key][2]), source, key)
