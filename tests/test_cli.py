@@ -117,6 +117,12 @@ def test_bad_config_files(capsys, tmp_path):
     other.write_text(json.dumps({"model_type": "llama"}))
     err = usage_error(capsys, ["a", "--config", str(other), "--dataset", "builtin", "--output-dir", str(tmp_path)])
     assert "is not a MuOmniConfig (model_type 'llama', expected 'muomni')" in err
+    # a saved MuOmniConfig (a file or its folder) is what --config takes
+    from muomni import get_preset_config
+
+    get_preset_config("micro").save_pretrained(tmp_path / "micro")
+    for path in (tmp_path / "micro", tmp_path / "micro" / "config.json"):
+        assert cli.resolve_config(None, str(path)).thinker_config.text_config.hidden_size == 256
 
 
 def test_previous_checks(capsys, tmp_path):
@@ -131,6 +137,14 @@ def test_previous_checks(capsys, tmp_path):
         + [f"--previous={name}={tmp_path}" for name in ("thinker_lm", "tokenizer", "audio_encoder", "vision_encoder", "talker")],
     )
     assert "takes --previous talker=... and codec=... together" in err
+
+
+def test_a_foreign_data_folder_is_never_replaced(capsys, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("keep me")
+    err = usage_error(capsys, ["a", "--dataset", "builtin:test", "--output-dir", str(tmp_path)])
+    assert "holds no built-in data set built here" in err
+    assert (tmp_path / "data" / "mine.txt").read_text() == "keep me"
 
 
 def test_saved_data_folders_are_checked(capsys, tmp_path, builtin_data):
@@ -270,6 +284,20 @@ def test_all_feeds_each_stage_the_earlier_outputs(tmp_path, builtin_data, stand_
                  "--previous", str(out / "stage_a"), "--previous", f"audio_encoder={out / 'stage_b'}"]) == 0
     assert calls[0]["previous"] == {"thinker_lm": str(out / "stage_a"), "tokenizer": str(out / "stage_a"),
                                     "audio_encoder": str(out / "stage_b")}
+
+
+def test_resume_passes_the_last_checkpoint(tmp_path, builtin_data, stand_in_recipes):
+    out = tmp_path / "d"
+    for folder in ("checkpoint-2", "talker/checkpoint-4", "talker/checkpoint-12", "codec/not-a-checkpoint"):
+        (out / folder).mkdir(parents=True)
+    previous = [f"--previous={name}={tmp_path}" for name in ("thinker_lm", "tokenizer", "audio_encoder")]
+    assert main(["d", "--dataset", builtin_data, "--output-dir", str(out), "--resume", "--set", "d:talker.max_steps=20",
+                 *previous]) == 0
+    (call,) = stand_in_recipes
+    assert call["overrides"] == {
+        "resume_from_checkpoint": str(out / "checkpoint-2"),
+        "talker": {"max_steps": 20, "resume_from_checkpoint": str(out / "talker" / "checkpoint-12")},
+    }
 
 
 def test_a_recipe_value_error_is_a_usage_error(tmp_path, builtin_data, monkeypatch, capsys):

@@ -114,11 +114,14 @@ def speech(data, extractor):
     return speech_splits(data, extractor.sampling_rate)
 
 
-def trained_codec(config, speech, extractor, tmp_path) -> MuOmniCodec:
+@pytest.fixture(scope="module")
+def codec(config, speech, extractor, tmp_path_factory) -> MuOmniCodec:
+    """A codec after two training steps (initialised codebooks), in eval mode."""
     torch.manual_seed(0)
     codec = MuOmniCodec(config.codec_config)
     trainer = StageDCodecTrainer(
-        model=codec, args=quick_args(tmp_path / "codec"), train_dataset=log_mel_rows(speech[0]["train"], extractor),
+        model=codec, args=quick_args(tmp_path_factory.mktemp("codec")),
+        train_dataset=log_mel_rows(speech[0]["train"], extractor),
         data_collator=MelCropCollator(extractor, max_frames=16),
     )  # fmt: skip
     trainer.train()
@@ -131,7 +134,8 @@ def trained_codec(config, speech, extractor, tmp_path) -> MuOmniCodec:
 
 def test_mel_collator_cuts_windows_of_the_whole_clip_log_mel(speech, extractor):
     rows = [speech[0]["train"][i] for i in range(3)]
-    whole = [extractor(r["audio"]["array"], sampling_rate=16000, return_tensors="pt")["input_features"][0] for r in rows]
+    whole = [extractor(r["audio"]["array"], sampling_rate=16000, return_tensors="pt")["input_features"][0]
+             for r in rows]  # fmt: skip
     torch.manual_seed(3)
     batch = MelCropCollator(extractor, max_frames=20, return_waveform=True)(rows)
     assert batch["mel"].shape == (3, 128, 20) and batch["waveform"].shape == (3, 20 * extractor.hop_length)
@@ -160,8 +164,7 @@ def test_mel_collator_rejects_bad_rows(extractor):
 
 
 def test_talker_examples_are_codec_codes_and_the_thinker_embeddings_speak_feeds(config, speech, extractor, previous,
-                                                                                tmp_path):  # fmt: skip
-    codec = trained_codec(config, speech, extractor, tmp_path)
+                                                                                codec):  # fmt: skip
     speech_model = assemble_speech_model(config, previous["lm"], codec).eval()
     pairs = assistant_pairs(speech[0]["train"], speech[1]["train"])
     voices = [v for v in speech[0]["train"]["voice"] if v == ASSISTANT_VOICE]
@@ -215,8 +218,7 @@ def test_codec_trainer_changes_the_codec_and_reports_its_metrics(config, speech,
     assert os.path.isfile(tmp_path / "training_curves.png")
 
 
-def test_talker_trainer_changes_only_the_talker(config, speech, extractor, previous, tmp_path):
-    codec = trained_codec(config, speech, extractor, tmp_path)
+def test_talker_trainer_changes_only_the_talker(config, speech, extractor, previous, codec, tmp_path):
     speech_model = assemble_speech_model(config, previous["lm"], codec)
     pairs = assistant_pairs(speech[0]["train"], speech[1]["train"])
     examples = talker_examples(pairs, speech_model, previous["tokenizer"], extractor)
@@ -313,6 +315,7 @@ def _replace_split(data, name, split, dataset):
         ("missing_previous", r"stage D needs previous\[\['audio_encoder'\]\]"),
         ("bad_override", r"stage D codec: unknown training_overrides \['crop_size'\]"),
         ("bad_front_end", "must share num_mel_bins"),
+        ("shared_checkpoint", r"a checkpoint belongs to one sub-stage"),
     ],
 )
 def test_bad_input_is_refused_before_training(case, match, data, previous, tmp_path):
@@ -334,6 +337,8 @@ def test_bad_input_is_refused_before_training(case, match, data, previous, tmp_p
         del paths["audio_encoder"]
     elif case == "bad_override":
         overrides["codec"] = {"crop_size": 8}
+    elif case == "shared_checkpoint":
+        overrides["resume_from_checkpoint"] = str(tmp_path)
     elif case == "bad_front_end":
         config = tiny_config(codec_config={"num_mel_bins": 80})
     with pytest.raises(ValueError, match=match):

@@ -75,6 +75,8 @@ STAGE_OPTION_ATTRIBUTES = {
     "d": ("DEFAULTS", "DATA_FIELDS"),
     "e": ("STAGE_E_OPTIONS",),
 }
+# stages that train several models, each in its own sub-folder with its own settings dict
+SUB_STAGES = {"d": ("codec", "vocoder", "talker")}
 BUILTIN = "builtin"
 DATA_FOLDER = "data"
 FINAL_MODEL = "muomni"
@@ -396,9 +398,13 @@ def prepare_builtin_dataset(path: str, seed: int, scale: str, num_proc: int = 1,
     from .data import build_builtin_dataset
 
     state = distributed_state()
+    ours = os.path.isfile(os.path.join(path, BUILTIN_MARKER))
+    if os.path.isfile(path) or (os.path.isdir(path) and not ours and os.listdir(path)):
+        raise UsageError(f"{path} exists and holds no built-in data set built here ({BUILTIN_MARKER}); "
+                         "pick another --output-dir, or pass the folder itself as --dataset")
     with state.main_process_first():
         if state.is_main_process and not builtin_is_current(path, seed, scale):
-            if os.path.isdir(path):
+            if os.path.isdir(path):  # our own build, for another seed or scale
                 shutil.rmtree(path)
             build_builtin_dataset(path, seed=seed, scale=scale, num_proc=num_proc, show_progress=show_progress)
             with open(os.path.join(path, BUILTIN_MARKER), "w", encoding="utf-8") as handle:
@@ -577,6 +583,11 @@ def run_stage(
         if checkpoint is not None:
             _log(f"resuming stage {stage.upper()} from {checkpoint}")
             overrides["resume_from_checkpoint"] = checkpoint
+        for sub_stage in SUB_STAGES.get(stage, ()):
+            checkpoint = last_checkpoint(os.path.join(output_dir, sub_stage))
+            if checkpoint is not None:
+                _log(f"resuming stage {stage.upper()} ({sub_stage}) from {checkpoint}")
+                overrides[sub_stage] = {**overrides.get(sub_stage, {}), "resume_from_checkpoint": checkpoint}
     processes = distributed_state().num_processes
     where = f" ({processes} processes)" if processes > 1 else ""
     _log(f"\n=== stage {stage.upper()}: {STAGE_TITLES[stage]} -> {output_dir}{where}")

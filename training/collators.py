@@ -21,13 +21,22 @@ itself and starts at position 0, as at inference. The EOS that ends a document s
 first token of the next one, from its own document's context.
 """
 
+import re
+from collections import Counter
 from dataclasses import dataclass, replace
 from itertools import chain
 
 import numpy as np
 import torch
 
-from muomni.processing import MuOmniCTCTokenizer, MuOmniFeatureExtractor, resample_audio
+from muomni.processing import (
+    MuOmniCTCTokenizer,
+    MuOmniFeatureExtractor,
+    MuOmniImageProcessor,
+    MuOmniTokenizer,
+    resample_audio,
+)
+from muomni.processing.processing_muomni import MuOmniProcessor
 
 from .data.speech import normalize_transcript
 
@@ -146,8 +155,9 @@ class CTCCollator:
 
     A row is either raw, `{audio_column: {"array": (S,), "sampling_rate": int}, text_column: str}`
     (features are extracted here, on the fly), or precomputed, `{"input_features": (F, M) frames
-    first, "labels": list[int]}` (what `stage_b.precompute_features` stores: Arrow's `Array2D` needs the
-    variable axis first). Other keys are ignored.
+    first, "labels": list[int]}` (what `stage_b.precompute_features` stores: frames first, so that
+    `len(row["input_features"])` is the clip's length, which `Trainer`'s group-by-length sampler reads).
+    Other keys are ignored.
 
     Args:
         feature_extractor ([`MuOmniFeatureExtractor`]): the mel front end (its `sampling_rate` is the target).
@@ -370,3 +380,137 @@ class TalkerCollator:
 
 
 __all__ += ["MelCropCollator", "TalkerCollator", "decoded_waveform", "whole_log_mels"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage C: image-caption pairs for the contrastive model. Stage E: SFT chats whose user turns carry the
+# literal markers "<image>" / "<audio>", turned into image / audio parts that the processor expands.
+# Notation as above, plus S image side, N_img images and N_audio clips in a batch.
+
+
+@dataclass
+class MuOmniContrastiveCollator:
+    """Rows {image: PIL image, caption: str} -> `pixel_values` (B, C, S, S), `input_ids` and
+    `attention_mask` (B, T), captions right-padded and truncated to `max_length` tokens."""
+
+    tokenizer: MuOmniTokenizer
+    image_processor: MuOmniImageProcessor
+    max_length: int = 64
+    image_column: str = "image"
+    text_column: str = "caption"
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        images = [row[self.image_column] for row in rows]
+        captions = [row[self.text_column] for row in rows]
+        bad = [i for i, c in enumerate(captions) if not isinstance(c, str) or not c.strip()]
+        if bad:
+            raise ValueError(f"rows {bad} have no caption text in column {self.text_column!r}")
+        text = self.tokenizer(
+            captions, padding=True, truncation=True, max_length=self.max_length, padding_side="right",
+            return_tensors="pt",
+        )  # fmt: skip
+        pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": pixel_values, "input_ids": text["input_ids"], "attention_mask": text["attention_mask"]}
+
+
+MEDIA_MARKERS = {"<image>": "image", "<audio>": "audio"}
+OUTPUT_AUDIO_TASKS = ("tts",)  # tasks whose `audio` is the assistant's speech (an output), not an input
+
+
+def sft_conversation(row: dict, sampling_rate: int = 16000) -> list[dict]:
+    """A built-in `sft` row -> chat messages whose content is a list of text / image / audio parts.
+
+    Each `<image>` / `<audio>` marker in a message becomes a part holding the row's image (PIL) or audio
+    (a float32 array at `sampling_rate`, resampled if needed). A row has at most one image and one
+    clip, each used by exactly one marker; the audio of `OUTPUT_AUDIO_TASKS` rows is the answer's
+    speech and is dropped.
+    """
+    media = {"image": row.get("image"), "audio": row.get("audio")}
+    if row.get("task") in OUTPUT_AUDIO_TASKS:
+        media["audio"] = None
+    used = Counter()
+    conversation = []
+    for message in row["messages"]:
+        parts = []
+        for piece in re.split(r"(<image>|<audio>)", message["content"]):
+            kind = MEDIA_MARKERS.get(piece)
+            if kind is None:
+                if piece:
+                    parts.append({"type": "text", "text": piece})
+                continue
+            if media[kind] is None:
+                raise ValueError(f"a {row.get('task')!r} message has the marker {piece} but the row has no {kind}")
+            used[kind] += 1
+            value = media[kind] if kind == "image" else sft_waveform(media[kind], sampling_rate)
+            parts.append({"type": kind, kind: value})
+        conversation.append({"role": message["role"], "content": parts})
+    for kind, value in media.items():
+        if used[kind] != (value is not None):  # a given medium needs exactly one marker, a missing one none
+            found = f"{used[kind]} <{kind}> markers" if used[kind] else f"an {kind} but no <{kind}> marker"
+            raise ValueError(f"a {row.get('task')!r} row has {found}; expected exactly one marker per {kind}")
+    return conversation
+
+
+def sft_waveform(audio, sampling_rate: int) -> np.ndarray:
+    """A decoded audio cell as a float32 array (S,) at `sampling_rate`, resampled if it has another rate."""
+    if not isinstance(audio, dict) or "array" not in audio:
+        raise ValueError(
+            f"audio cells must be decoded {{'array', 'sampling_rate'}} dicts, got {type(audio).__name__}; decode "
+            "Audio columns with muomni.training.data.with_audio_arrays"
+        )
+    waveform = np.asarray(audio["array"], dtype=np.float32)
+    if int(audio["sampling_rate"]) != sampling_rate:
+        waveform = resample_audio(torch.from_numpy(waveform), int(audio["sampling_rate"]), sampling_rate).numpy()
+    return waveform
+
+
+@dataclass
+class MuOmniSFTCollator:
+    """SFT rows (`task`, `messages` with markers, `image`, `audio`) -> thinker inputs.
+
+    `__call__` (training): `input_ids`, `attention_mask`, `labels` (B, T), right-padded; labels are the
+    input ids on assistant tokens (content and closing `<|im_end|>`) and -100 elsewhere. `pixel_values`
+    (N_img, C, S, S) and `input_features` (N_audio, M, F) + `feature_attention_mask` (N_audio, F) hold
+    the batch's media in placeholder (reading) order; rows without media contribute none.
+    `prompts(rows)` (generation): the conversations without their final assistant turn, with the
+    generation prompt, left-padded.
+    """
+
+    processor: MuOmniProcessor
+
+    def _conversations(self, rows: list[dict]) -> list[list[dict]]:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        rate = self.processor.feature_extractor.sampling_rate
+        return [sft_conversation(row, rate) for row in rows]
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.processor.apply_chat_template(
+            self._conversations(rows), tokenize=True, return_dict=True, return_tensors="pt",
+            return_assistant_tokens_mask=True, processor_kwargs={"padding_side": "right"},
+        )  # fmt: skip
+        assistant = batch.pop("assistant_masks").bool()
+        batch["labels"] = batch["input_ids"].masked_fill(~assistant, -100)
+        return dict(batch)
+
+    def prompts(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        conversations = []
+        for conversation in self._conversations(rows):
+            if conversation[-1]["role"] != "assistant":
+                raise ValueError("an SFT conversation must end with the assistant's answer")
+            conversations.append(conversation[:-1])
+        batch = self.processor.apply_chat_template(
+            conversations, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True,
+            processor_kwargs={"padding_side": "left"},
+        )  # fmt: skip
+        return dict(batch)
+
+
+__all__ += [
+    "MEDIA_MARKERS",
+    "OUTPUT_AUDIO_TASKS",
+    "MuOmniContrastiveCollator",
+    "MuOmniSFTCollator",
+    "sft_conversation",
+    "sft_waveform",
+]

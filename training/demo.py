@@ -238,7 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.path.isfile(output_dir):
         parser.error(f"--output-dir {args.output_dir!r} is a file")
 
-    from .cli import DATA_FOLDER, distributed_state, metrics_from_results, prepare_builtin_dataset, resolve_config, train_all
+    from .cli import (
+        DATA_FOLDER, UsageError, distributed_state, metrics_from_results, prepare_builtin_dataset, resolve_config,
+        train_all,
+    )  # fmt: skip
     from .data import load_builtin_dataset
 
     state = distributed_state()
@@ -247,7 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"MuOmni demo -> {output_dir} (scale {scale}, seed {args.seed}{', quick' if args.quick else ''})")
 
     say("\n[1/4] built-in data set")
-    data_dir = prepare_builtin_dataset(os.path.join(output_dir, DATA_FOLDER), args.seed, scale, num_proc=args.num_proc)
+    try:
+        data_dir = prepare_builtin_dataset(os.path.join(output_dir, DATA_FOLDER), args.seed, scale, args.num_proc)
+    except UsageError as error:
+        parser.error(str(error))
     datasets = load_builtin_dataset(data_dir)
     data_seconds = time.perf_counter() - started
 
@@ -272,14 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = metrics_table(metrics)
     note = "\n\n(--quick: a smoke test on a handful of rows; the numbers mean nothing)" if args.quick else ""
     report = (
-        f"# MuOmni demo: held-out metrics\n\nscale {scale}, seed {args.seed}, preset tiny; "
-        f"wall time {total / 60:.1f} min ({timings})\n\n{table}{note}\n"
+        f"# MuOmni demo: held-out metrics\n\nscale {scale}, seed {args.seed}, preset tiny; this run took "
+        f"{total / 60:.1f} min; time per step ({timings}{', some from an earlier run' if args.resume else ''})"
+        f"\n\n{table}{note}\n"
     )
     with open(os.path.join(output_dir, "metrics.md"), "w", encoding="utf-8") as handle:
         handle.write(report)
     say(f"\n[4/4] held-out metrics (also in {os.path.join(output_dir, 'metrics.md')})\n")
     say(table + note)
     say(f"\ndone in {total / 60:.1f} min ({timings}); all stage metrics in {os.path.join(output_dir, 'metrics.json')}")
+    say(f"the model: {checkpoint} (AutoModel / AutoProcessor / pipeline after `import muomni`)")
     return 0
 
 

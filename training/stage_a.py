@@ -59,7 +59,7 @@ logger = logging.get_logger(__name__)
 # Defaults for the tiny preset on 2 CPU cores (~3 minutes on the built-in `tiny` data); every key can
 # be overridden through `training_overrides`.
 STAGE_A_TRAINING_DEFAULTS = {
-    "num_train_epochs": 4,
+    "num_train_epochs": 3,
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 16,
     "learning_rate": 3e-3,

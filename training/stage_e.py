@@ -39,11 +39,10 @@ import re
 import string
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from datasets import Dataset, Features, Value, concatenate_datasets
+from datasets import Dataset, Features, concatenate_datasets
 from datasets import Image as ImageFeature
 from transformers import set_seed
 
@@ -55,12 +54,12 @@ from muomni.modeling_talker import MuOmniTalkerForConditionalGeneration
 from muomni.modeling_text import MuOmniForCausalLM
 from muomni.modeling_vision_encoder import MuOmniVisionEncoder
 from muomni.modeling_vocoder import MuOmniNeuralVocoder
-from muomni.processing import resample_audio
 from muomni.processing.feature_extraction_muomni import MuOmniFeatureExtractor
 from muomni.processing.image_processing_muomni import MuOmniImageProcessor
 from muomni.processing.processing_muomni import MuOmniProcessor
 from muomni.processing.tokenization_muomni import MuOmniTokenizer
 
+from .collators import MuOmniSFTCollator, sft_conversation
 from .data import with_audio_arrays
 from .data.speech import normalize_transcript
 from .metrics import accuracy, character_error_rate
@@ -70,59 +69,11 @@ from .trainer import MuOmniStageTrainer, StageResult, stage_training_arguments
 logger = logging.getLogger(__name__)
 
 SFT_COLUMNS = ("task", "messages", "image", "audio", "target")
-MEDIA_MARKERS = {"<image>": "image", "<audio>": "audio"}
-OUTPUT_AUDIO_TASKS = ("tts",)  # tasks whose `audio` is the assistant's speech, not an input
-EXACT_MATCH_TASKS = ("image_qa", "speech_qa", "tts", "image_caption", "chat", "asr")
 TOKEN_F1_TASKS = ("image_caption", "chat")
 REQUIRED_STAGES = ("thinker_lm", "tokenizer", "audio_encoder", "vision_encoder")
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-
-def sft_conversation(row: dict, sampling_rate: int = 16000) -> list[dict]:
-    """A built-in `sft` row -> chat messages whose content is a list of text / image / audio parts.
-
-    Each `<image>` / `<audio>` marker in a message becomes a part holding the row's image (PIL) or audio
-    (a float32 array at `sampling_rate`, resampled if needed). A row has at most one image and one
-    clip, each used by exactly one marker; the audio of `OUTPUT_AUDIO_TASKS` rows is the answer's
-    speech and is dropped.
-    """
-    media = {"image": row.get("image"), "audio": row.get("audio")}
-    if row.get("task") in OUTPUT_AUDIO_TASKS:
-        media["audio"] = None
-    used = Counter()
-    conversation = []
-    for message in row["messages"]:
-        parts = []
-        for piece in re.split(r"(<image>|<audio>)", message["content"]):
-            kind = MEDIA_MARKERS.get(piece)
-            if kind is None:
-                if piece:
-                    parts.append({"type": "text", "text": piece})
-                continue
-            if media[kind] is None:
-                raise ValueError(f"a {row.get('task')!r} message has the marker {piece} but the row has no {kind}")
-            used[kind] += 1
-            parts.append({"type": kind, kind: media[kind] if kind == "image" else _waveform(media[kind], sampling_rate)})
-        conversation.append({"role": message["role"], "content": parts})
-    for kind, value in media.items():
-        if used[kind] != (value is not None):  # a given medium needs exactly one marker, a missing one none
-            found = f"{used[kind]} <{kind}> markers" if used[kind] else f"an {kind} but no <{kind}> marker"
-            raise ValueError(f"a {row.get('task')!r} row has {found}; expected exactly one marker per {kind}")
-    return conversation
-
-
-def _waveform(audio, sampling_rate: int) -> np.ndarray:
-    if not isinstance(audio, dict) or "array" not in audio:
-        raise ValueError(
-            f"audio cells must be decoded {{'array', 'sampling_rate'}} dicts, got {type(audio).__name__}; decode "
-            "Audio columns with muomni.training.data.with_audio_arrays"
-        )
-    waveform = np.asarray(audio["array"], dtype=np.float32)
-    if int(audio["sampling_rate"]) != sampling_rate:
-        waveform = resample_audio(torch.from_numpy(waveform), int(audio["sampling_rate"]), sampling_rate).numpy()
-    return waveform
 
 
 def question_type_lookup(images) -> dict[str, str]:
@@ -186,48 +137,6 @@ def _image_question_rows(sft: Dataset, images: Dataset, features: Features) -> D
     return Dataset.from_dict(rows, features=features)
 
 
-@dataclass
-class MuOmniSFTCollator:
-    """SFT rows (`task`, `messages` with markers, `image`, `audio`) -> thinker inputs.
-
-    `__call__` (training): `input_ids`, `attention_mask`, `labels` (B, T), right-padded; labels are the
-    input ids on assistant tokens (content and closing `<|im_end|>`) and -100 elsewhere. `pixel_values`
-    (N_img, C, S, S) and `input_features` (N_audio, M, F) + `feature_attention_mask` (N_audio, F) hold
-    the batch's media in placeholder (reading) order; rows without media contribute none.
-    `prompts(rows)` (generation): the conversations without their final assistant turn, with the
-    generation prompt, left-padded.
-    """
-
-    processor: MuOmniProcessor
-
-    def _conversations(self, rows: list[dict]) -> list[list[dict]]:
-        if not rows:
-            raise ValueError("cannot collate an empty batch")
-        rate = self.processor.feature_extractor.sampling_rate
-        return [sft_conversation(row, rate) for row in rows]
-
-    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.processor.apply_chat_template(
-            self._conversations(rows), tokenize=True, return_dict=True, return_tensors="pt",
-            return_assistant_tokens_mask=True, processor_kwargs={"padding_side": "right"},
-        )  # fmt: skip
-        assistant = batch.pop("assistant_masks").bool()
-        batch["labels"] = batch["input_ids"].masked_fill(~assistant, -100)
-        return dict(batch)
-
-    def prompts(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        conversations = []
-        for conversation in self._conversations(rows):
-            if conversation[-1]["role"] != "assistant":
-                raise ValueError("an SFT conversation must end with the assistant's answer")
-            conversations.append(conversation[:-1])
-        batch = self.processor.apply_chat_template(
-            conversations, tokenize=True, return_dict=True, return_tensors="pt", add_generation_prompt=True,
-            processor_kwargs={"padding_side": "left"},
-        )  # fmt: skip
-        return dict(batch)
-
-
 # ------------------------------------------------------------------------------------------------ scoring
 
 
@@ -275,7 +184,9 @@ def sft_metrics(
     majority: dict[str, str] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Per-task scores (`{task}_{score}`), image-QA per question type (`image_qa_{type}_accuracy`), the
-    majority baselines on the same rows (`..._majority_{score}`) and the row counts (`{task}_rows`)."""
+    majority baselines on the same rows (`..._majority_{score}`; for all of image QA also
+    `image_qa_majority_by_type_accuracy`, each question answered with its type's majority) and the row
+    counts (`{task}_rows`)."""
     majority = majority or {}
     metrics = {}
     groups: dict[tuple[str, str], list[int]] = {}
@@ -292,6 +203,10 @@ def sft_metrics(
             metrics.update({f"{name}_majority_{k}": v for k, v in scores.items()})
         if name == task:
             metrics[f"{task}_rows"] = len(rows)
+        if name == "image_qa" and any(question_types[i] for i in rows):
+            # the stronger baseline: each question answered with its own type's majority answer
+            guesses = [majority.get(f"image_qa/{question_types[i]}", baseline or "") for i in rows]
+            metrics["image_qa_majority_by_type_accuracy"] = accuracy(refs, guesses)
     return metrics
 
 
@@ -346,9 +261,10 @@ class StageETrainer(MuOmniStageTrainer):
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start : start + batch_size]
                 inputs = self._prepare_inputs(self.data_collator.prompts([dataset[i] for i in chunk]))
+                cap = self.max_new_tokens.get(task, self.default_max_new_tokens)
                 output = self.model.generate(
-                    **inputs, do_sample=False, max_new_tokens=self.max_new_tokens.get(task, self.default_max_new_tokens),
-                    eos_token_id=stop, pad_token_id=tokenizer.pad_token_id,
+                    **inputs, do_sample=False, max_new_tokens=cap, eos_token_id=stop,
+                    pad_token_id=tokenizer.pad_token_id, use_cache=True,
                 )  # fmt: skip
                 new_tokens = output[:, inputs["input_ids"].shape[1] :]
                 for i, text in zip(chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
@@ -431,7 +347,7 @@ def assemble_muomni(
         raise ValueError("previous['tokenizer'] (stage A's tokenizer) is required, even with allow_random_init=True")
     if bool(previous.get("talker")) != bool(previous.get("codec")):
         raise ValueError("previous['talker'] and previous['codec'] come together (stage D): give both or neither")
-    loaded = {key: load_strictly(cls, previous[key], key) for key, (cls, _, _) in COMPONENTS.items() if previous.get(key)}
+    loaded = {key: load_strictly(cls, previous[key], key) for key, (cls, *_) in COMPONENTS.items() if previous.get(key)}
 
     settings = config.to_dict()
     for key, model in loaded.items():
@@ -445,6 +361,8 @@ def assemble_muomni(
     if config.enable_audio_output and not speech:
         logger.warning("Stage E: no talker / codec from stage D; the assembled model is text-output only")
     settings["enable_audio_output"] = speech
+    # a Trainer-saved language model says use_cache=False (TrainingArguments.use_cache); inference wants the cache
+    settings["thinker_config"]["text_config"]["use_cache"] = True
     if not speech:  # no talker is built, but its config must still agree with the thinker
         settings["talker_config"]["thinker_hidden_size"] = settings["thinker_config"]["text_config"]["hidden_size"]
     model = MuOmniForConditionalGeneration(MuOmniConfig.from_dict(settings))
@@ -464,6 +382,7 @@ def assemble_muomni(
     stop = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(tokenizer.im_end_token)]
     for generation_config in (model.generation_config, model.thinker.generation_config):
         generation_config.eos_token_id, generation_config.pad_token_id = stop, tokenizer.pad_token_id
+        generation_config.use_cache = True
     return model, processor, random_init
 
 
