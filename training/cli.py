@@ -42,6 +42,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+from huggingface_hub.errors import HfHubHTTPError
+
 STAGES = ("a", "b", "c", "d", "e")
 STAGE_TITLES = {
     "a": "thinker language model on text",
@@ -734,6 +736,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             raise
         parser.exit(2, f"{parser.prog}: error: {error}\n(--traceback shows where it was raised)\n")
+    except HfHubHTTPError as error:
+        # push_to_hub: the Trainer creates the repository before training, the recipe uploads at its end
+        if args.traceback:
+            raise
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        parser.exit(
+            1, f"{parser.prog}: error: the Hugging Face Hub refused a request: {reason}\n(push_to_hub: check "
+            "hub_token (or `hf auth login`), hub_model_id and your rights on that repository)\n",
+        )
     return 0
 
 

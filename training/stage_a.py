@@ -52,7 +52,7 @@ from muomni.processing import MuOmniTokenizer, tokenize_for_pretraining, train_t
 
 from .collators import CausalLMPackingCollator, pack_token_blocks
 from .sources import check_splits
-from .trainer import MuOmniStageTrainer, StageResult, stage_training_arguments
+from .trainer import MuOmniStageTrainer, StageResult, push_stage_to_hub, stage_training_arguments
 
 logger = logging.get_logger(__name__)
 
@@ -392,6 +392,7 @@ def run_stage_a(
             logger.warning(f"stage A: the test text is shorter than one block of {block_size} tokens; not scored")
     metrics.update({f"eval_unigram_{k}": v for k, v in baseline.items()})
     trainer.save_model(output_dir)
+    push_stage_to_hub(trainer.args, output_dir, "A")
     return StageResult(stage="A", outputs={"thinker_lm": output_dir, "tokenizer": output_dir}, metrics=metrics)
 
 

@@ -55,7 +55,7 @@ from .data.builtin import with_audio_arrays
 from .data.speech import is_heldout_voice, normalize_transcript
 from .metrics import character_error_rate, word_error_rate
 from .sources import audio_info, check_columns, check_splits
-from .trainer import MuOmniStageTrainer, StageResult, stage_training_arguments
+from .trainer import MuOmniStageTrainer, StageResult, push_stage_to_hub, stage_training_arguments
 
 logger = logging.get_logger(__name__)
 
@@ -372,6 +372,7 @@ def run_stage_b(
     trainer.save_model(output_dir)
     if trainer.args.should_save:  # the main process only, like save_model
         tokenizer.save_pretrained(output_dir)
+    push_stage_to_hub(trainer.args, output_dir, "B")
     return StageResult(stage="B", outputs={"audio_encoder": output_dir}, metrics=metrics)
 
 

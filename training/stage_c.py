@@ -43,7 +43,7 @@ from muomni.processing.tokenization_muomni import MuOmniTokenizer, train_tokeniz
 
 from .collators import MuOmniContrastiveCollator
 from .metrics import retrieval_recall
-from .trainer import MuOmniStageTrainer, StageResult, stage_training_arguments
+from .trainer import MuOmniStageTrainer, StageResult, push_stage_to_hub, stage_training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +319,7 @@ def run_stage_c(
     image_processor.save_pretrained(outputs["contrastive"])
     if trained_tokenizer is not None:
         outputs["tokenizer"] = trained_tokenizer
+    push_stage_to_hub(trainer.args, output_dir, "C")
     return StageResult(stage="C", outputs=outputs, metrics=float_metrics(metrics))
 
 

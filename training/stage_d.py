@@ -40,6 +40,7 @@ round-trip CER 0.83-0.89 after 200-1500 steps, with all voices (1800 pairs), cha
 (not measured here; the `small` scale has five times as much).
 """
 
+import copy
 import math
 import os
 import time
@@ -61,7 +62,7 @@ from muomni.processing.tokenization_muomni import MuOmniCTCTokenizer, MuOmniToke
 from .collators import MelCropCollator, TalkerCollator, decoded_waveform, whole_log_mels
 from .data import ASSISTANT_VOICE, normalize_transcript, with_audio_arrays
 from .metrics import character_error_rate
-from .trainer import MuOmniStageTrainer, StageResult, apply_stage_freezing, stage_training_arguments
+from .trainer import MuOmniStageTrainer, StageResult, apply_stage_freezing, push_stage_to_hub, stage_training_arguments
 
 DB_PER_MEL_UNIT = 40.0  # one unit of the normalised log-mel is 4 log10 units of power: 40 dB
 SPEECH_COLUMNS = ("audio", "text", "voice")
@@ -565,6 +566,11 @@ def run_stage_d(
             f"{len(train_pairs)} pairs, validation: {len(eval_pairs)})"
         )
     settings = {name: stage_d_training_arguments(name, output_dir, seed, training_overrides) for name in DEFAULTS}
+    # with push_to_hub, the whole stage folder (codec/, vocoder/, talker/) goes up once at the end; the
+    # sub-stage Trainers must not push their own folder to the repository's root
+    hub_args = copy.copy(settings["talker"][0])
+    for args, _ in settings.values():
+        args.push_to_hub = False
     thinker_lm, tokenizer, asr_model = _load_previous(previous, config, allow_stand_ins)
     outputs, metrics = {}, {}
 
@@ -630,6 +636,7 @@ def run_stage_d(
     for name in ("reference_asr_cer", "codec_resynthesis_cer"):  # the round trip's references, not the talker's
         if f"talker_{name}" in metrics:
             metrics[name] = metrics.pop(f"talker_{name}")
+    push_stage_to_hub(hub_args, output_dir, "D")
     return StageResult(stage="D", outputs=outputs, metrics=metrics)
 
 

@@ -64,7 +64,7 @@ from .data import with_audio_arrays
 from .data.speech import normalize_transcript
 from .metrics import accuracy, character_error_rate
 from .stage_c import check_splits, float_metrics
-from .trainer import MuOmniStageTrainer, StageResult, stage_training_arguments
+from .trainer import MuOmniStageTrainer, StageResult, push_stage_to_hub, stage_training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -511,6 +511,7 @@ def run_stage_e(
 
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
+    push_stage_to_hub(trainer.args, output_dir, "E")
     return StageResult(stage="E", outputs={"muomni": output_dir}, metrics=float_metrics(metrics))
 
 

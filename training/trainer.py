@@ -101,6 +101,12 @@ class MuOmniStageTrainer(Trainer):
     def compute_stage_metrics(self, dataset) -> dict[str, float]:
         return {}
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, without its push: with `push_to_hub`, a recipe uploads its whole output
+        folder once everything is saved (`push_stage_to_hub`), never a stage half-written (the model
+        without its tokenizer, one sub-model of stage D). Checkpoint pushes (`hub_strategy`) still happen."""
+        super().save_model(output_dir, _internal_call=True)
+
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", metric_dataset=None
     ) -> dict[str, float]:
@@ -162,7 +168,39 @@ def stage_training_arguments(
     return TrainingArguments(**arguments), options
 
 
+# never uploaded by a stage push: checkpoints (their own `hub_strategy`), Trainer's private files and the
+# pickled TrainingArguments (MuOmni repositories hold no pickle files)
+HUB_IGNORE_PATTERNS = ["_*", "checkpoint-*", "*/checkpoint-*", "training_args.bin", "*/training_args.bin"]
+
+
+def push_stage_to_hub(args: TrainingArguments, folder: str, stage: str) -> str | None:
+    """With `args.push_to_hub` (`TrainingArguments(push_to_hub=True, hub_model_id=..., hub_token=...,
+    hub_private_repo=..., hub_revision=...)`), upload a stage's whole output `folder` (every artefact its
+    recipe saved, sub-folders included; not `HUB_IGNORE_PATTERNS`) in one commit, on the main process only.
+
+    The repository is `args.hub_model_id`, else the folder's name, created if needed (the Trainer of a
+    stage has already created it before training, so a bad token fails early); `hub_revision` is
+    created as a branch if it does not exist. Returns the commit URL, or None when nothing is pushed.
+    """
+    if not args.push_to_hub or args.process_index != 0:
+        return None
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=args.hub_token)
+    repo_id = args.hub_model_id or os.path.basename(os.path.abspath(folder))
+    repo_id = api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True).repo_id
+    if args.hub_revision:
+        api.create_branch(repo_id, branch=args.hub_revision, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id, folder_path=folder, commit_message=f"MuOmni stage {stage}", revision=args.hub_revision,
+        ignore_patterns=HUB_IGNORE_PATTERNS,
+    )  # fmt: skip
+    return commit.commit_url
+
+
 __all__ = [
+    "HUB_IGNORE_PATTERNS",
+    "push_stage_to_hub",
     "MuOmniStageTrainer",
     "StageResult",
     "TrainingCurvesCallback",
