@@ -279,6 +279,30 @@ def test_two_steps_train_the_thinker_lm_and_projectors_with_encoders_frozen_in_e
     assert not torch.equal(visual(pixels).image_tokens, visual(pixels).image_tokens)
 
 
+def test_projector_learning_rate_puts_the_projectors_in_their_own_groups(tmp_path, stage_dirs, tokenizer):
+    model, processor, _ = assemble_muomni(tiny_config(len(tokenizer)), stage_dirs)
+    args = TrainingArguments(
+        str(tmp_path), max_steps=1, learning_rate=1e-4, weight_decay=0.1, lr_scheduler_type="constant",
+        report_to="none", save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
+    )  # fmt: skip
+    trainer = StageETrainer(model=model, args=args, train_dataset=[ROWS[0]], data_collator=MuOmniSFTCollator(processor),
+                            projector_learning_rate=3e-3)  # fmt: skip
+    optimizer = trainer.create_optimizer()
+    names = {id(p): name for name, p in model.named_parameters()}
+    by_lr = {}
+    for group in optimizer.param_groups:
+        by_lr.setdefault(group["lr"], []).extend(names[id(p)] for p in group["params"])
+    assert set(by_lr) == {1e-4, 3e-3}
+    assert by_lr[3e-3] and all(n.startswith(("thinker.vision_projector.", "thinker.audio_projector.")) for n in by_lr[3e-3])
+    every = [name for group in by_lr.values() for name in group]
+    assert sorted(every) == sorted(name for name, p in model.named_parameters() if p.requires_grad)  # each once
+    assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0, 0.1}  # decay groups kept
+    trainer.train()  # the scheduler and the step work with the extra groups
+    with pytest.raises(ValueError, match="projector_learning_rate must be a positive number, got -1"):
+        StageETrainer(model=model, args=args, train_dataset=[ROWS[0]], data_collator=MuOmniSFTCollator(processor),
+                      projector_learning_rate=-1)  # fmt: skip
+
+
 # ---- scoring -----------------------------------------------------------------------------------------
 
 

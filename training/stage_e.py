@@ -231,7 +231,7 @@ class StageETrainer(MuOmniStageTrainer):
 
     def __init__(
         self, *args, majority: dict[str, str] | None = None, max_new_tokens: dict[str, int] | None = None,
-        default_max_new_tokens: int = 48, **kwargs,
+        default_max_new_tokens: int = 48, projector_learning_rate: float | None = None, **kwargs,
     ):  # fmt: skip
         model = kwargs.get("model", args[0] if args else None)
         if not hasattr(model, "thinker"):  # a bare thinker: the same modules without the prefix
@@ -243,10 +243,34 @@ class StageETrainer(MuOmniStageTrainer):
         self.majority = majority or {}
         self.max_new_tokens = max_new_tokens or {}
         self.default_max_new_tokens = default_max_new_tokens
+        if projector_learning_rate is not None and not (
+            isinstance(projector_learning_rate, (int, float)) and projector_learning_rate > 0
+        ):
+            raise ValueError(f"projector_learning_rate must be a positive number, got {projector_learning_rate!r}")
+        self.projector_learning_rate = projector_learning_rate
         super().__init__(*args, **kwargs)
         self.args.remove_unused_columns = False  # the collator reads the raw task / messages / image / audio columns
         if self.args.label_names is None:  # `forward(*args, **kwargs)` hides `labels` from Trainer's signature check
             self.label_names = ["labels"]
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """`Trainer.create_optimizer`, with the projectors' parameters in their own groups at
+        `projector_learning_rate` when it is set (the projectors start from scratch, the language model
+        does not); the scheduler scales every group alike."""
+        optimizer = super().create_optimizer(model)
+        if self.projector_learning_rate is None:
+            return optimizer
+        prefixes = tuple(name + "." for name in self.trainable_modules if name.endswith("_projector"))
+        projector = {id(p) for name, p in self.model.named_parameters() if name.startswith(prefixes)}
+        groups = []
+        for group in optimizer.param_groups:
+            moved = [p for p in group["params"] if id(p) in projector]
+            kept = [p for p in group["params"] if id(p) not in projector]
+            settings = {key: value for key, value in group.items() if key != "params"}
+            groups += [{**settings, "params": kept}] if kept else []
+            groups += [{**settings, "params": moved, "lr": self.projector_learning_rate}] if moved else []
+        optimizer.param_groups[:] = groups
+        return optimizer
 
     def generate_answers(self, dataset) -> list[str]:
         """Greedy answers to every row of `dataset` (batched by task, left-padded prompts)."""
@@ -439,7 +463,9 @@ STAGE_E_TRAINING_DEFAULTS = {
 #                            without (4.2k rows, 525 steps), chat token-F1 0.157 vs 0.163, captions 0.43 vs 0.42
 #   tasks                    the SFT tasks to train and score (None: all of them)
 #   max_new_tokens           {task: generation cap}; None: the longest train target of the task + 8 tokens
-STAGE_E_OPTIONS = {"include_image_questions": None, "tasks": None, "max_new_tokens": None}
+#   projector_learning_rate  the peak learning rate of the (new) vision and audio projectors; None: learning_rate
+STAGE_E_OPTIONS = {"include_image_questions": None, "tasks": None, "max_new_tokens": None,
+                   "projector_learning_rate": None}  # fmt: skip
 
 
 def _generation_caps(tokenizer, tasks: Sequence[str], targets: Sequence[str]) -> dict[str, int]:
@@ -507,6 +533,7 @@ def run_stage_e(
     trainer = StageETrainer(
         model=model, args=args, train_dataset=train, eval_dataset=validation,
         data_collator=MuOmniSFTCollator(processor), majority=majority, max_new_tokens=caps,
+        projector_learning_rate=options["projector_learning_rate"],
     )  # fmt: skip
     train_output = trainer.train()
     metrics = {"train_loss": train_output.training_loss, "train_runtime": train_output.metrics["train_runtime"]}
