@@ -315,12 +315,13 @@ def test_metrics_table_prefers_test_and_shows_baselines():
     table = metrics_table(metrics_from_results({
         "a": StageResult("A", {}, {"eval_perplexity": 9.0, "test_perplexity": 10.0, "eval_unigram_perplexity": 90.0}),
         "c": StageResult("C", {}, {"test_recall_at_1": 0.5, "test_chance_recall_at_1": 0.01}),
-        "e": StageResult("E", {}, {"test_image_qa_accuracy": 0.4, "test_image_qa_majority_accuracy": 0.2}),
+        "e": StageResult("E", {}, {"test_image_qa_accuracy": 0.4, "test_image_qa_majority_accuracy": 0.2,
+                                   "test_image_qa_majority_by_type_accuracy": 0.3}),
     }))
     # the unigram baseline exists on validation only: the row compares on validation
     assert "| A | thinker perplexity (lower is better) | validation | 9 | 90 (unigram) |" in table
     assert "| C | image retrieval R@1 (higher is better) | test | 0.5 | 0.01 (chance) |" in table
-    assert "| E | image QA accuracy (higher is better) | test | 0.4 | 0.2 (majority answer) |" in table
+    assert "| E | image QA accuracy (higher is better) | test | 0.4 | 0.3 (majority answer per question type) |" in table
 
 
 # ---------------------------------------------------------------- real runs

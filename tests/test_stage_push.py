@@ -6,11 +6,13 @@ The five stages run for real, a few steps each on the built-in `test` data, thro
 with per-stage `hub_model_id`s."""
 
 import hashlib
+import json
 import os
 
 import huggingface_hub
 import pytest
 import transformers.utils.hub
+from huggingface_hub import ModelCard
 from hub_stub import HubStub
 
 from muomni.training import cli
@@ -73,6 +75,14 @@ def test_every_stage_pushes_its_whole_output_folder(tmp_path, hub, capsys):
         assert len(commits) == 1, (stage, commits)
     # stage D: the codec and the talker of one stage in one repository, each under its own folder
     assert not {"config.json", "model.safetensors"} & set(hub.files(repos["d"]))
+
+    # the assembled model's card carries the metrics this very run measured, as parseable YAML
+    card = ModelCard.load(out / "muomni" / "README.md")
+    carded = {result.metric_name: result.metric_value for result in card.data.eval_results}
+    measured = json.loads((out / "metrics.json").read_text())
+    for stage, name in (("a", "eval_perplexity"), ("b", "eval_cer"), ("c", "eval_recall_at_5"),
+                        ("d", "talker_roundtrip_cer"), ("e", "eval_image_qa_accuracy")):  # fmt: skip
+        assert carded[f"stage_{stage}/{name}"] == pytest.approx(measured[stage][name]), (stage, name)
 
 
 def test_a_rejected_token_stops_the_stage_before_training_with_a_clear_message(tmp_path, hub, capsys):
