@@ -96,3 +96,19 @@ def test_a_rejected_token_stops_the_stage_before_training_with_a_clear_message(t
     assert "the Hugging Face Hub refused a request" in err and "401" in err and "check hub_token" in err
     assert not (out / "model.safetensors").exists()  # the Trainer checked the repository before training
     assert hub.repos == {}
+
+
+def test_stage_d_checks_its_repository_before_training_too(tmp_path, hub, capsys):
+    """Stage D's three Trainers do not push themselves (the recipe pushes the whole folder), so the recipe
+    creates the repository first: a rejected token fails before the codec trains."""
+    out = tmp_path / "run"
+    argv = ["all", "--dataset", "builtin:test", "--output-dir", str(out), *FAST,
+            "--set", "d:push_to_hub=true", "--set", "d:hub_token=hf_wrong", "--set", "d:hub_model_id=alice/stage-d"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "the Hugging Face Hub refused a request" in err and "401" in err
+    assert (out / "stage_c" / "stage_result.json").is_file()  # A-C ran and finished
+    assert not (out / "stage_d" / "codec" / "model.safetensors").exists()  # D stopped before training
+    assert hub.repos == {}

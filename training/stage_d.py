@@ -65,7 +65,9 @@ from muomni.processing.tokenization_muomni import MuOmniCTCTokenizer, MuOmniToke
 from .collators import MelCropCollator, TalkerCollator, decoded_waveform, whole_log_mels
 from .data import ASSISTANT_VOICE, normalize_transcript, with_audio_arrays
 from .metrics import character_error_rate
-from .trainer import MuOmniStageTrainer, StageResult, apply_stage_freezing, push_stage_to_hub, stage_training_arguments
+from .trainer import (
+    MuOmniStageTrainer, StageResult, apply_stage_freezing, create_stage_repo, push_stage_to_hub, stage_training_arguments,
+)  # fmt: skip
 
 DB_PER_MEL_UNIT = 40.0  # one unit of the normalised log-mel is 4 log10 units of power: 40 dB
 SPEECH_COLUMNS = ("audio", "text", "voice")
@@ -574,6 +576,7 @@ def run_stage_d(
     hub_args = copy.copy(settings["talker"][0])
     for args, _ in settings.values():
         args.push_to_hub = False
+    create_stage_repo(hub_args, output_dir)  # before training: a rejected token fails now, not at the end
     thinker_lm, tokenizer, asr_model = _load_previous(previous, config, allow_stand_ins)
     outputs, metrics = {}, {}
 

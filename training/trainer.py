@@ -173,15 +173,11 @@ def stage_training_arguments(
 HUB_IGNORE_PATTERNS = ["_*", "checkpoint-*", "*/checkpoint-*", "training_args.bin", "*/training_args.bin"]
 
 
-def push_stage_to_hub(args: TrainingArguments, folder: str, stage: str) -> str | None:
-    """With `args.push_to_hub` (`TrainingArguments(push_to_hub=True, hub_model_id=..., hub_token=...,
-    hub_private_repo=..., hub_revision=...)`), upload a stage's whole output `folder` (every artefact its
-    recipe saved, sub-folders included; not `HUB_IGNORE_PATTERNS`) in one commit, on the main process only.
-
-    The repository is `args.hub_model_id`, else the folder's name, created if needed (the Trainer of a
-    stage has already created it before training, so a bad token fails early); `hub_revision` is
-    created as a branch if it does not exist. Returns the commit URL, or None when nothing is pushed.
-    """
+def create_stage_repo(args: TrainingArguments, folder: str) -> str | None:
+    """With `args.push_to_hub`, on the main process: create (or find) the stage's repository, `args.hub_model_id`
+    or the folder's name, and the `hub_revision` branch; returns its repo id (None when nothing is pushed).
+    A recipe whose Trainers do not push themselves (stage D) calls it before training, so that a rejected
+    token fails at once."""
     if not args.push_to_hub or args.process_index != 0:
         return None
     from huggingface_hub import HfApi
@@ -191,7 +187,24 @@ def push_stage_to_hub(args: TrainingArguments, folder: str, stage: str) -> str |
     repo_id = api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True).repo_id
     if args.hub_revision:
         api.create_branch(repo_id, branch=args.hub_revision, exist_ok=True)
-    commit = api.upload_folder(
+    return repo_id
+
+
+def push_stage_to_hub(args: TrainingArguments, folder: str, stage: str) -> str | None:
+    """With `args.push_to_hub` (`TrainingArguments(push_to_hub=True, hub_model_id=..., hub_token=...,
+    hub_private_repo=..., hub_revision=...)`), upload a stage's whole output `folder` (every artefact its
+    recipe saved, sub-folders included; not `HUB_IGNORE_PATTERNS`) in one commit, on the main process only.
+
+    The repository is `args.hub_model_id`, else the folder's name, created if needed (the Trainer of a
+    stage has already created it before training, so a bad token fails early); `hub_revision` is
+    created as a branch if it does not exist. Returns the commit URL, or None when nothing is pushed.
+    """
+    repo_id = create_stage_repo(args, folder)
+    if repo_id is None:
+        return None
+    from huggingface_hub import HfApi
+
+    commit = HfApi(token=args.hub_token).upload_folder(
         repo_id=repo_id, folder_path=folder, commit_message=f"MuOmni stage {stage}", revision=args.hub_revision,
         ignore_patterns=HUB_IGNORE_PATTERNS,
     )  # fmt: skip
@@ -200,6 +213,7 @@ def push_stage_to_hub(args: TrainingArguments, folder: str, stage: str) -> str |
 
 __all__ = [
     "HUB_IGNORE_PATTERNS",
+    "create_stage_repo",
     "push_stage_to_hub",
     "MuOmniStageTrainer",
     "StageResult",
