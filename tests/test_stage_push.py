@@ -69,9 +69,11 @@ def test_every_stage_pushes_its_whole_output_folder(tmp_path, hub, capsys):
         for path, data in uploaded.items():  # every uploaded file is the recipe's file, byte for byte
             assert hashlib.sha256(data).hexdigest() == hashlib.sha256(local[path]).hexdigest(), (stage, path)
         # nothing pickled, no checkpoints, no Trainer internals
-        assert not [p for p in uploaded if p.endswith((".bin", ".pt", ".pkl")) or "checkpoint-" in p], sorted(uploaded)
+        pickled_or_checkpoints = [p for p in uploaded if p.endswith((".bin", ".pt", ".pkl")) or "checkpoint-" in p]
+        assert not pickled_or_checkpoints, sorted(uploaded)
         # one commit of the finished stage, not a push per sub-model or per save_model call
-        commits = [path for method, path in hub.requests if method == "POST" and path.startswith(f"/api/models/{repo}/commit/")]
+        commit_path = f"/api/models/{repo}/commit/"
+        commits = [path for method, path in hub.requests if method == "POST" and path.startswith(commit_path)]
         assert len(commits) == 1, (stage, commits)
     # stage D: the codec and the talker of one stage in one repository, each under its own folder
     assert not {"config.json", "model.safetensors"} & set(hub.files(repos["d"]))
@@ -103,7 +105,8 @@ def test_stage_d_checks_its_repository_before_training_too(tmp_path, hub, capsys
     creates the repository first: a rejected token fails before the codec trains."""
     out = tmp_path / "run"
     argv = ["all", "--dataset", "builtin:test", "--output-dir", str(out), *FAST,
-            "--set", "d:push_to_hub=true", "--set", "d:hub_token=hf_wrong", "--set", "d:hub_model_id=alice/stage-d"]  # fmt: skip
+            "--set", "d:push_to_hub=true", "--set", "d:hub_token=hf_wrong",
+            "--set", "d:hub_model_id=alice/stage-d"]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 1

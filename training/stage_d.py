@@ -66,7 +66,8 @@ from .collators import MelCropCollator, TalkerCollator, decoded_waveform, whole_
 from .data import ASSISTANT_VOICE, normalize_transcript, with_audio_arrays
 from .metrics import character_error_rate
 from .trainer import (
-    MuOmniStageTrainer, StageResult, apply_stage_freezing, create_stage_repo, push_stage_to_hub, stage_training_arguments,
+    MuOmniStageTrainer, StageResult, apply_stage_freezing, create_stage_repo, push_stage_to_hub,
+    stage_training_arguments,
 )  # fmt: skip
 
 DB_PER_MEL_UNIT = 40.0  # one unit of the normalised log-mel is 4 log10 units of power: 40 dB
