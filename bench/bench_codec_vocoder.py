@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_utils import memory_kib, print_table, reset_peak_rss  # noqa: E402
 from speech_synthesis import HARVARD_SENTENCES, VOICES, espeak_available, speech_like, synthesize  # noqa: E402
 
 from muomni import MuOmniCodec, MuOmniCodecConfig, MuOmniGriffinLim  # noqa: E402
@@ -47,14 +48,6 @@ from muomni.modeling_vocoder import griffin_lim, invert_mel_filterbank, mel_filt
 from muomni.processing import MuOmniFeatureExtractor  # noqa: E402
 
 DB_PER_UNIT = 40.0  # one normalised log-mel unit is 4 log10 units of power = 40 dB
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    """A Markdown table."""
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
 
 
 def load_speech(synthetic: bool, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
@@ -200,28 +193,6 @@ def bench_inversion(args, held_clips, extractor) -> None:
     print_table(header, rows)
 
 
-def _memory_kib(field: str) -> int:
-    """A `VmRSS` / `VmHWM` line of /proc/self/status, in KiB (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process: Linux >= 4.0."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _speed_child(kind: str, seconds: int, threads: int, repeats: int, queue) -> None:
     torch.set_num_threads(threads)
     frames = seconds * 100
@@ -237,10 +208,10 @@ def _speed_child(kind: str, seconds: int, threads: int, repeats: int, queue) -> 
         return vocoder(mel) if kind == "griffin_lim" else vocoder(mel).waveform
 
     # memory of the first (cold) run: the peak RSS it reaches above the RSS before it
-    rss_before = _memory_kib("VmRSS")
-    can_reset = _reset_peak_rss()
+    rss_before = memory_kib("VmRSS")
+    can_reset = reset_peak_rss()
     run()
-    working = (_memory_kib("VmHWM") - rss_before) / 1024 if can_reset else float("nan")
+    working = (memory_kib("VmHWM") - rss_before) / 1024 if can_reset else float("nan")
     wall, cpu = [], []
     for _ in range(repeats):
         start_wall, start_cpu = time.perf_counter(), time.process_time()

@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_utils import memory_kib, print_table, reset_peak_rss  # noqa: E402
 from speech_synthesis import HARVARD_SENTENCES  # noqa: E402
 
 import muomni.modeling_muomni as modeling_muomni  # noqa: E402
@@ -41,36 +42,6 @@ from muomni import MuOmniForTextToSpeech, get_preset_config, train_tokenizer  # 
 
 TEXT = "The birch canoe slid on the smooth planks."
 STAGES = ("talker", "codec", "vocoder")
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    """A Markdown table."""
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-
-
-def _memory_kib(field: str) -> int:
-    """A `VmRSS` / `VmHWM` line of /proc/self/status, in KiB (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process: Linux >= 4.0."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
 
 
 class StageTimers:
@@ -126,10 +97,10 @@ def _child(preset: str, vocoder: str, frames_list: list[int], chunk_frames_list:
     }
     for frames in frames_list:
         # memory of the first (cold) run of this length
-        rss_before = _memory_kib("VmRSS")
-        can_reset = _reset_peak_rss()
+        rss_before = memory_kib("VmRSS")
+        can_reset = reset_peak_rss()
         output = model.speak(text_ids, max_frames=frames)
-        peak_rss = (_memory_kib("VmHWM") - rss_before) / 1024 if can_reset else float("nan")
+        peak_rss = (memory_kib("VmHWM") - rss_before) / 1024 if can_reset else float("nan")
         if output.code_lengths.tolist() != [frames]:
             raise RuntimeError(f"expected {frames} frames, the talker made {output.code_lengths.tolist()}")
         audio_seconds = output.audio[0].shape[0] / config.sampling_rate
@@ -184,7 +155,7 @@ def _child(preset: str, vocoder: str, frames_list: list[int], chunk_frames_list:
                 "streaming": streaming,
             }
         )
-    results["rss_mib"] = _memory_kib("VmRSS") / 1024
+    results["rss_mib"] = memory_kib("VmRSS") / 1024
     queue.put(results)
 
 
