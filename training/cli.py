@@ -77,8 +77,6 @@ STAGE_OPTION_ATTRIBUTES = {
     "d": ("DEFAULTS", "DATA_FIELDS"),
     "e": ("STAGE_E_OPTIONS",),
 }
-# stages that train several models, each in its own sub-folder with its own settings dict
-SUB_STAGES = {"d": ("codec", "vocoder", "talker")}
 BUILTIN = "builtin"
 DATA_FOLDER = "data"
 FINAL_MODEL = "muomni"
@@ -585,7 +583,8 @@ def run_stage(
         if checkpoint is not None:
             _log(f"resuming stage {stage.upper()} from {checkpoint}")
             overrides["resume_from_checkpoint"] = checkpoint
-        for sub_stage in SUB_STAGES.get(stage, ()):
+        # a stage that trains several models (D) declares them, each in its own sub-folder and settings dict
+        for sub_stage in getattr(importlib.import_module(f"muomni.training.stage_{stage}"), "SUB_STAGES", ()):
             checkpoint = last_checkpoint(os.path.join(output_dir, sub_stage))
             if checkpoint is not None:
                 _log(f"resuming stage {stage.upper()} ({sub_stage}) from {checkpoint}")

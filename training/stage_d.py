@@ -99,6 +99,8 @@ DEFAULTS = {
         "roundtrip_sentences": 32,
     },
 }  # fmt: skip
+# the models this stage trains, in order, each saved (and resumed) under `output_dir/<name>`
+SUB_STAGES = tuple(DEFAULTS)
 DATA_FIELDS = {"codec": ("crop_frames",), "vocoder": ("crop_frames",), "talker": ("roundtrip_sentences",)}
 COMMON_ARGUMENTS = {
     "eval_strategy": "steps", "save_strategy": "no", "report_to": "none", "remove_unused_columns": False,
@@ -649,6 +651,7 @@ def run_stage_d(
 
 __all__ = [
     "DEFAULTS",
+    "SUB_STAGES",
     "StageDCodecTrainer",
     "StageDTalkerTrainer",
     "StageDVocoderTrainer",
