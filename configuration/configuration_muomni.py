@@ -43,7 +43,6 @@ class MuOmniTextConfig(PreTrainedConfig):
     """
 
     model_type = "muomni_text"
-    keys_to_ignore_at_inference = ["past_key_values"]
     default_theta = 10000.0
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",

@@ -170,7 +170,6 @@ class MuOmniTalkerPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel
     main_input_name = "text_embeds"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MuOmniDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -292,14 +291,14 @@ class MuOmniTalkerForConditionalGeneration(MuOmniTalkerPreTrainedModel):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        past_key_values: Cache | None,
+        cache: Cache | None,
     ) -> torch.Tensor:
         """The decoder stack: inputs (B, S_new, D), 2-D mask over cache + new (B, S), positions (B, S_new)."""
         causal_mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
         )
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
@@ -310,7 +309,7 @@ class MuOmniTalkerForConditionalGeneration(MuOmniTalkerPreTrainedModel):
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
             )
         return self.norm(hidden_states)
 
@@ -367,7 +366,7 @@ class MuOmniTalkerForConditionalGeneration(MuOmniTalkerPreTrainedModel):
         inputs_embeds = torch.cat([prefix, sum(code_embeds)[:, :frames]], dim=1)  # (B, L + 1 + T, D)
         attention_mask = torch.cat([mask, frames_mask], dim=1)  # (B, L + 1 + T)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, S): real tokens count from 0
-        hidden_states = self._decode(inputs_embeds, attention_mask, position_ids, past_key_values=None)
+        hidden_states = self._decode(inputs_embeds, attention_mask, position_ids, cache=None)
 
         states = hidden_states[:, text_len:]  # (B, T + 1, D): BOS and frames 0..T-1 predict frames 0..T
         logits = [self.codebook_heads[0](states)]  # (B, T + 1, K + 1)

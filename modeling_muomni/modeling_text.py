@@ -22,8 +22,11 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS, dynamic_rope_update
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.import_utils import is_torchdynamo_compiling
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from muomni.configuration import MuOmniTextConfig
@@ -170,6 +173,13 @@ class MuOmniSparseMoeBlock(nn.Module):
         routing_weights = routing_weights.to(flat.dtype)
 
         output = torch.zeros_like(flat)
+        if is_torchdynamo_compiling():
+            # torch.compile(fullgraph=True) cannot trace data-dependent token gathers: every expert runs on
+            # every token, weighted by its routing weight (0 where not chosen); same math, E times the work
+            for expert_idx, expert in enumerate(self.experts):
+                weight = (routing_weights * (selected == expert_idx)).sum(-1, keepdim=True)  # (N, 1)
+                output = output + expert(flat) * weight
+            return output.reshape(batch, seq_len, hidden), router_logits
         for expert_idx, expert in enumerate(self.experts):
             token_idx, slot = torch.where(selected == expert_idx)  # tokens routed to this expert
             if token_idx.numel() == 0:
@@ -230,13 +240,14 @@ class MuOmniAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, config.num_key_value_heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(config.num_attention_heads * self.head_dim, config.hidden_size, bias=False)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         attention_mask: torch.Tensor | None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         input_shape = hidden_states.shape[:-1]  # (B, T)
         hidden_shape = (*input_shape, -1, self.head_dim)
@@ -246,9 +257,9 @@ class MuOmniAttention(nn.Module):
 
         cos, sin = position_embeddings
         query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
-        if past_key_values is not None:
+        if cache is not None:
             # (B, Hkv, S, Dh): the cache appends this step's keys/values and returns all of them
-            key_states, value_states = past_key_values.update(key_states, value_states, self.layer_idx)
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -277,20 +288,21 @@ class MuOmniDecoderLayer(GradientCheckpointingLayer):
         self.input_layernorm = MuOmniRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = MuOmniRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        past_key_values: Cache | None = None,
-        **kwargs,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
         residual = hidden_states
         hidden_states, _ = self.self_attn(
             self.input_layernorm(hidden_states),
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = residual + hidden_states
@@ -308,12 +320,13 @@ class MuOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MuOmniDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False  # MoE routing is data-dependent
+    # decoding steps make no host syncs (the input checks run at prefill) and MoE routing switches to a
+    # traceable dense form under torch.compile
+    _can_compile_fullgraph = True
     _can_record_outputs = {
         "hidden_states": MuOmniDecoderLayer,
         "attentions": MuOmniAttention,
@@ -322,15 +335,30 @@ class MuOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
 
 
 def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
-    """Raise a ValueError (instead of an IndexError deep inside torch) for ids outside the vocabulary."""
+    """Raise a ValueError (instead of an IndexError deep inside torch) for ids outside the vocabulary.
+
+    One reduction and one device->host copy: callers run it on prompts (prefill), not on every decoding step.
+    """
     if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
     if not input_ids.numel():
         return
-    # one reduction and one device->host copy per forward (this runs at every decoding step)
     low, high = torch.stack(torch.aminmax(input_ids)).tolist()
     if low < 0 or high >= vocab_size:
         raise ValueError(f"input_ids contain ids outside the vocabulary [0, {vocab_size}): min {low}, max {high}")
+
+
+def is_decoding_step(cache: Cache | None, new_tokens: int) -> bool:
+    """True for one new token appended to a non-empty cache, the step `generate` repeats.
+
+    Decided without a device->host sync: a static cache keeps its length in a tensor, and any of its
+    steps after the first fill counts as decoding. Input checks that need a sync are skipped on these steps
+    (their token comes from the model's own head) so that decoding stays sync-free and compilable.
+    """
+    if cache is None or new_tokens != 1 or is_torchdynamo_compiling():
+        return is_torchdynamo_compiling()
+    seen = cache.get_seq_length()
+    return isinstance(seen, torch.Tensor) or seen > 0
 
 
 class MuOmniTextModel(MuOmniPreTrainedModel):
@@ -349,6 +377,31 @@ class MuOmniTextModel(MuOmniPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def _check_positions(self, position_ids: torch.Tensor | None, cache: Cache | None, new_tokens: int) -> None:
+        """Refuse positions past `max_position_embeddings` for plain RoPE (a scaling rope type extends them).
+
+        The exact (syncing) check runs on prompts; on a dynamic cache's decoding steps only when the cache
+        itself reaches the limit (real positions never exceed cache length + new tokens - 1).
+        """
+        if self.config.rope_parameters["rope_type"] != "default" or is_torchdynamo_compiling():
+            return
+        limit = self.config.max_position_embeddings
+        seen = cache.get_seq_length() if cache is not None else 0
+        if isinstance(seen, torch.Tensor):  # a static cache: sized by generate, positions checked at prefill
+            if new_tokens == 1:
+                return
+            seen = int(seen)
+        last = seen + new_tokens - 1
+        if position_ids is not None and (seen == 0 or last >= limit):
+            last = int(position_ids.max()) if position_ids.numel() else 0
+        if last >= limit:
+            raise ValueError(
+                f"Sequence too long: position {last} (cached {seen} + new {new_tokens} tokens) exceeds "
+                f"max_position_embeddings ({limit}); configure a scaling rope type (linear, dynamic, yarn) "
+                "in rope_parameters for longer sequences"
+            )
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
     @capture_outputs
     def forward(
@@ -356,10 +409,10 @@ class MuOmniTextModel(MuOmniPreTrainedModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MoeModelOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(
@@ -367,7 +420,9 @@ class MuOmniTextModel(MuOmniPreTrainedModel):
                 f"{'both' if input_ids is not None else 'neither'}"
             )
         if inputs_embeds is None:
-            check_input_ids(input_ids, self.vocab_size)
+            if not is_decoding_step(cache, input_ids.shape[-1]):
+                # the embedding's real size, which `resize_token_embeddings` changes
+                check_input_ids(input_ids, self.embed_tokens.num_embeddings)
             inputs_embeds = self.embed_tokens(input_ids)  # (B, T, D)
         elif inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
             raise ValueError(
@@ -375,29 +430,21 @@ class MuOmniTextModel(MuOmniPreTrainedModel):
                 f"got {tuple(inputs_embeds.shape)}"
             )
 
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
 
-        past_seen_tokens = past_key_values.get_seq_length() if past_key_values is not None else 0
+        self._check_positions(position_ids, cache, inputs_embeds.shape[1])
         if position_ids is None:
+            past_seen_tokens = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen_tokens
             position_ids = position_ids.unsqueeze(0)  # (1, T)
-            last_position = past_seen_tokens + inputs_embeds.shape[1] - 1
-        else:
-            last_position = int(position_ids.max()) if position_ids.numel() else 0
-        if last_position >= self.config.max_position_embeddings:
-            raise ValueError(
-                f"Sequence too long: position {last_position} (cached {past_seen_tokens} + "
-                f"new {inputs_embeds.shape[1]} tokens) exceeds max_position_embeddings "
-                f"({self.config.max_position_embeddings})"
-            )
 
         if not isinstance(causal_mask := attention_mask, dict):  # generate() may pass a prepared mapping
             causal_mask = create_causal_mask(
                 config=self.config,
                 inputs_embeds=inputs_embeds,
                 attention_mask=attention_mask,
-                past_key_values=past_key_values,
+                cache=cache,
                 position_ids=position_ids,
             )
         else:
@@ -411,15 +458,12 @@ class MuOmniTextModel(MuOmniPreTrainedModel):
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
+                cache=cache,
                 use_cache=use_cache,
                 **kwargs,
             )
         hidden_states = self.norm(hidden_states)
-        return MoeModelOutputWithPast(
-            last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
-        )
+        return MoeModelOutputWithPast(last_hidden_state=hidden_states, cache=cache if use_cache else None)
 
 
 class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
@@ -436,19 +480,20 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_router_logits: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MoeCausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(B, T)`, *optional*):
@@ -467,7 +512,7 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -490,7 +535,7 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
             loss=loss,
             aux_loss=aux_loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             router_logits=outputs.router_logits if output_router_logits else None,

@@ -16,11 +16,14 @@ from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
 
 from muomni.configuration import MuOmniThinkerConfig
 
 from .modeling_audio_encoder import MuOmniAudioEncoderForCTC
-from .modeling_text import MuOmniForCausalLM, check_input_ids
+from .modeling_text import MuOmniForCausalLM, check_input_ids, is_decoding_step
 from .modeling_utils import MuOmniSafetensorsLoadingMixin
 from .modeling_vision_encoder import MuOmniVisionEncoder
 
@@ -63,11 +66,11 @@ class MuOmniThinkerPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedMode
     input_modalities = ("image", "audio", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["MuOmniDecoderLayer", "MuOmniEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    # media are merged at prefill only; decoding steps are the language model's (sync-free)
+    _can_compile_fullgraph = True
 
 
 class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, GenerationMixin):
@@ -173,20 +176,38 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
             )
         return inputs_embeds
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
         # `generate` drops pixel_values / input_features after the prefill step but would keep passing their
         # mask; media are consumed once, their placeholders then live in the KV cache
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
         if not is_first_iteration and kwargs.get("use_cache", True):
             model_inputs.pop("feature_attention_mask", None)
         return model_inputs
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         input_features: torch.FloatTensor | None = None,
@@ -194,7 +215,7 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> MoeCausalLMOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(N_img, C, H, W)`, *optional*):
@@ -211,11 +232,11 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
             raise ValueError(
                 "pixel_values / input_features need input_ids (not inputs_embeds) to locate the media placeholders"
             )
-        # Placeholders without media are an error on the prompt; later decoding steps may legitimately
-        # sample a placeholder id and simply embed it.
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        if has_media or (prefill and input_ids is not None):
-            check_input_ids(input_ids, self.config.text_config.vocab_size)
+        # Placeholders without media are an error on the prompt; decoding steps may legitimately sample a
+        # placeholder id and simply embed it (and make no host sync to look at it).
+        decoding = input_ids is not None and is_decoding_step(cache, input_ids.shape[-1])
+        if has_media or (input_ids is not None and not decoding):
+            check_input_ids(input_ids, self.get_input_embeddings().num_embeddings)
             is_media = (input_ids == self.config.image_token_id) | (input_ids == self.config.audio_token_id)
             if has_media or bool(is_media.any()):
                 inputs_embeds = self.get_input_embeddings()(input_ids)  # (B, T, D)
@@ -233,7 +254,7 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,

@@ -167,11 +167,11 @@ def test_incremental_decoding_logits_match_full_forward(make_causal_lm, variant)
     with torch.no_grad():
         full = model(input_ids).logits
         cache = DynamicCache(config=model.config)
-        prefill = model(input_ids[:, :4], past_key_values=cache, use_cache=True)  # a 4-token chunk first
+        prefill = model(input_ids[:, :4], cache=cache, use_cache=True)  # a 4-token chunk first
         torch.testing.assert_close(prefill.logits, full[:, :4], atol=ATOL, rtol=0)
         for step in range(4, input_ids.shape[1]):
-            out = model(input_ids[:, step : step + 1], past_key_values=cache, use_cache=True)
-            assert out.past_key_values is cache and cache.get_seq_length() == step + 1
+            out = model(input_ids[:, step : step + 1], cache=cache, use_cache=True)
+            assert out.cache is cache and cache.get_seq_length() == step + 1
             torch.testing.assert_close(out.logits[:, 0], full[:, step], atol=ATOL, rtol=0)
 
 
@@ -188,7 +188,7 @@ def test_incremental_decoding_with_left_padding(make_causal_lm, left_padded_batc
                 input_ids[:, step : step + 1],
                 attention_mask=attention_mask[:, : step + 1],
                 position_ids=position_ids[:, step : step + 1],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             keep = real[:, step]

@@ -22,7 +22,11 @@ from dataclasses import dataclass
 
 import torch
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_muomni import SPECIAL_TOKEN_IDS, MuOmniConfig
 
@@ -87,11 +91,10 @@ class MuOmniOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     base_model_prefix = "muomni"
     supports_gradient_checkpointing = True
     _no_split_modules = ["MuOmniDecoderLayer", "MuOmniEncoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False
+    _can_compile_fullgraph = True  # the thinker's forward (the talker decodes in its own loop)
 
 
 class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin):
@@ -130,12 +133,57 @@ class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin)
         self.talker = self.codec = self.vocoder = None
         self.config.enable_audio_output = False
 
-    def forward(self, *args, **kwargs):
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        input_features: torch.FloatTensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> MoeCausalLMOutputWithPast:
         """The thinker's forward (see `MuOmniThinkerForConditionalGeneration.forward`)."""
-        return self.thinker(*args, **kwargs)
+        return self.thinker(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            pixel_values=pixel_values,
+            input_features=input_features,
+            feature_attention_mask=feature_attention_mask,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
 
-    def prepare_inputs_for_generation(self, *args, **kwargs):
-        return self.thinker.prepare_inputs_for_generation(*args, **kwargs)
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs,
+    ):
+        return self.thinker.prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------------------------------------
     # speech
