@@ -117,7 +117,12 @@ class MuOmniSafetensorsLoadingMixin:
     """
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, strict: bool = True, **kwargs
+    ):
+        r"""`PreTrainedModel.from_pretrained`, safetensors only, and strict: a checkpoint that lacks weights of
+        this model, or holds weights it has no place for (beyond the class's documented ignore patterns), is a
+        `ValueError` naming the keys. `strict=False` loads anyway (missing weights freshly initialised)."""
         if use_safetensors is False:
             raise ValueError(
                 f"{cls.__name__} loads safetensors weights only (pickled weights can run arbitrary code); "
@@ -129,4 +134,25 @@ class MuOmniSafetensorsLoadingMixin:
                 directory = os.path.join(directory, kwargs["subfolder"])
             if os.path.isdir(directory):
                 check_local_weights(directory, kwargs.get("variant"))
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, use_safetensors=True, output_loading_info=True, **kwargs
+        )
+        if strict:
+            problems = []
+            checks = [("missing_keys", "missing from the checkpoint")]
+            # a checkpoint saved by another class (a bare encoder out of its CTC model, say) may hold parts this
+            # class has no place for; one saved by this very class may not
+            if cls.__name__ in (getattr(model.config, "architectures", None) or [cls.__name__]):
+                checks.append(("unexpected_keys", "not in the model"))
+            for key, what in checks:
+                if names := sorted(info[key]):
+                    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+                    problems.append(f"{what}: {shown}")
+            if problems:
+                raise ValueError(
+                    f"The checkpoint {pretrained_model_name_or_path} does not match {cls.__name__} built from its "
+                    f"config: {'; '.join(problems)}. Was the config edited, or are weights lost? Pass strict=False "
+                    "to load anyway (missing weights are then freshly initialised)"
+                )
+        return (model, info) if want_info else model

@@ -9,6 +9,7 @@ without its speech side (parameter counts); a saved and reloaded checkpoint (log
 import copy
 import json
 import random
+import re
 from contextlib import contextmanager
 
 import numpy as np
@@ -333,6 +334,29 @@ def test_lora_on_the_whole_model_reaches_the_language_model_and_merges(tokenizer
 
 
 # --- save / load -----------------------------------------------------------------------------------
+
+
+def test_loading_refuses_missing_and_unexpected_weights(tokenizer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = make_model(make_config(tokenizer))
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = "talker.layers.0.mlp.up_proj.weight"
+    save_file({k: v for k, v in weights.items() if k != missing}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"missing from the checkpoint: {re.escape(missing)}.*strict=False"):
+        AutoModel.from_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, strict=False)  # the opt-out: loads, the lost weight re-initialised
+    assert type(loaded) is MuOmniForConditionalGeneration
+
+    # a config with one talker layer fewer than its weights: the extra layer's weights are not silently dropped
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["talker_config"]["num_hidden_layers"] -= 1
+    last = config["talker_config"]["num_hidden_layers"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"not in the model: talker\.layers\.{last}\."):
+        AutoModel.from_pretrained(tmp_path)
 
 
 def test_checkpoint_round_trip_keeps_logits_codes_and_audio(tokenizer, batch, tmp_path):
