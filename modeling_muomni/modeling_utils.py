@@ -1,4 +1,5 @@
-"""Loading guard shared by every MuOmni `PreTrainedModel`: safetensors weights only.
+"""Loading and saving guards shared by every MuOmni `PreTrainedModel`: safetensors weights only, strict
+loading (missing or unexpected weights are an error naming them), and atomic saves.
 
 Pickled weights (`pytorch_model.bin`, `*.pt`, …) can run arbitrary code when unpickled, and
 transformers 5.x still loads a `pytorch_model.bin` when a directory has no safetensors file
@@ -10,8 +11,11 @@ model: a directory with pickled weights and no safetensors, or a truncated safet
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 import zipfile
+from collections.abc import Callable
 
 # File name endings of pickle-based weight / checkpoint formats.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -109,12 +113,58 @@ def check_local_weights(directory: str, variant: str | None = None) -> None:
         check_safetensors_file(path)
 
 
+WEIGHT_FILE_PREFIXES = ("model.", "model-")
+
+
+def save_atomically(save: Callable[[str], object], save_directory, replaces_weights: bool = False):
+    """Run `save(directory)` into a fresh sibling folder, then move its files over `save_directory`.
+
+    A failure while saving (a full disk, an interrupted write, a bad argument found half way) leaves a
+    checkpoint already in `save_directory` untouched; only the final renames touch it. Files of the folder
+    that the save does not write (a processor's, a README) are kept; with `replaces_weights` (a model's save),
+    weight files of an earlier save that this one does not write again (old shards) are removed, as
+    `save_pretrained` itself does. Returns what `save` returned, with staging paths mapped to the target.
+    """
+    target = os.path.abspath(os.fspath(save_directory))
+    if os.path.isfile(target):
+        raise ValueError(f"save_directory {target} is a file; expected a directory (existing or new)")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
+    try:
+        result = save(staging)
+        os.makedirs(target, exist_ok=True)
+        written = set(os.listdir(staging))
+        # weights first, the config last: a reader never sees a new config over old weights
+        for name in sorted(written, key=lambda name: name.endswith(".json")):
+            os.replace(os.path.join(staging, name), os.path.join(target, name))
+        for name in os.listdir(target) if replaces_weights else ():
+            stale_weights = name.startswith(WEIGHT_FILE_PREFIXES) and name.endswith((".safetensors", ".index.json"))
+            if stale_weights and name not in written:
+                os.remove(os.path.join(target, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if isinstance(result, (list, tuple)):
+        return type(result)(p.replace(staging, target) if isinstance(p, str) else p for p in result)
+    return result
+
+
 class MuOmniSafetensorsLoadingMixin:
     """Put first in the bases of a MuOmni `PreTrainedModel`: `from_pretrained` loads safetensors only.
 
     `use_safetensors=False` is refused; `None` (the transformers default) means True. Local
     directories are checked with `check_local_weights` before the model is built.
     """
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, atomically (`save_atomically`): a failed save keeps the previous
+        checkpoint in `save_directory` loadable and byte-identical."""
+        if kwargs.get("push_to_hub") and "repo_id" not in kwargs:
+            kwargs["repo_id"] = os.path.basename(os.path.abspath(os.fspath(save_directory)))  # not the staging name
+        parent_save = super().save_pretrained
+        return save_atomically(
+            lambda staging: parent_save(staging, *args, **kwargs), save_directory, replaces_weights=True
+        )
 
     @classmethod
     def from_pretrained(
