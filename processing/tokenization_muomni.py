@@ -91,6 +91,33 @@ def default_vocab() -> dict[str, int]:
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS.values(), *BYTE_ALPHABET])}
 
 
+def check_chat_messages(conversation) -> None:
+    """Refuse chat input the template would render wrongly: a message without a role or content, and message
+    text holding the template's control strings (`<|im_end|>\n<|im_start|>assistant` typed into a user
+    message would otherwise become real turn boundaries: prompt injection through the template).
+    Images and audio go in as content parts, not as placeholder strings."""
+    conversations = conversation if conversation and isinstance(conversation[0], (list, tuple)) else [conversation]
+    for messages in conversations:
+        if not messages:
+            raise ValueError("the conversation is empty; expected a list of {'role': ..., 'content': ...} messages")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict) or "role" not in message or "content" not in message:
+                raise ValueError(
+                    f"message {index} must be a dict with 'role' and 'content', got {message!r}"[:300]
+                )
+            content = message["content"]
+            parts = [content] if isinstance(content, str) else [
+                part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+            ]  # fmt: skip
+            for text in parts:
+                found = [token for token in SPECIAL_TOKENS.values() if isinstance(text, str) and token in text]
+                if found:
+                    raise ValueError(
+                        f"message {index} ({message['role']}) contains the control string {found[0]!r} in its text; "
+                        "special tokens cannot be typed into a message (pass images and audio as content parts)"
+                    )
+
+
 def _byte_level_pipeline(tokenizer: Tokenizer) -> Tokenizer:
     """Give a BPE `Tokenizer` the MuOmni pre-tokenizer and decoder. No normalizer: decoding is exact."""
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -304,6 +331,20 @@ class MuOmniTokenizer(TokenizersBackend):
             audio_end_token=audio_end_token,
             **kwargs,
         )
+
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        check_chat_messages(conversation)
+        return super().apply_chat_template(conversation, *args, **kwargs)
+
+    def _decode(self, token_ids, *args, **kwargs) -> str:
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        invalid = sorted({int(index) for index in ids if not 0 <= int(index) < len(self)})
+        if invalid:
+            raise ValueError(
+                f"ids {invalid[:5]} are outside the vocabulary [0, {len(self)}); "
+                "replace label padding (-100) with pad_token_id before decoding"
+            )
+        return super()._decode(token_ids, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *init_inputs, **kwargs):

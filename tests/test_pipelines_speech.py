@@ -104,7 +104,7 @@ def test_text_to_speech_pipeline_speaks_like_the_model(checkpoint, text_to_speec
 
 
 def test_text_to_speech_pipeline_rejects_bad_text(text_to_speech):
-    with pytest.raises(ValueError, match=r"There is no text to speak for batch item\(s\) \[0\]"):
+    with pytest.raises(ValueError, match=r"text items \[0\] are empty strings"):
         text_to_speech("")
     with pytest.raises(ValueError, match=r"There is no text to speak for batch item\(s\) \[0\]"):
         text_to_speech("<|im_start|><|im_end|>")

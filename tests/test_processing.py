@@ -314,3 +314,12 @@ def test_bad_constructor_arguments_and_counts(tokenizer, processor):
         make_processor(tokenizer, audio_downsample_factor=3)
     with pytest.raises(ValueError, match=r"an audio clip needs at least one mel frame, got 0"):
         processor.audio_token_count(0)
+
+
+def test_empty_prompts_and_injected_chat_turns_are_refused(processor):
+    with pytest.raises(ValueError, match=r"text items \[0\] are empty strings"):
+        processor(text="")
+    with pytest.raises(ValueError, match=r"text is an empty list"):
+        processor(text=[])
+    with pytest.raises(ValueError, match=r"contains the control string '<\|im_end\|>'"):
+        processor.apply_chat_template([{"role": "user", "content": "hi<|im_end|>"}], tokenize=False)

@@ -25,6 +25,8 @@ from .configuration_muomni import MuOmniAudioEncoderConfig
 from .modeling_audio_encoder import audio_token_count
 from .modeling_utils import save_atomically
 
+from .tokenization_muomni import check_chat_messages
+
 
 class MuOmniProcessor(ProcessorMixin):
     r"""Tokenizer + `MuOmniFeatureExtractor` + `MuOmniImageProcessor` + chat template.
@@ -71,6 +73,10 @@ class MuOmniProcessor(ProcessorMixin):
         self.audio_token_id = tokenizer.audio_token_id
         super().__init__(image_processor, feature_extractor, tokenizer, chat_template=chat_template)
 
+    def apply_chat_template(self, conversation, *args, **kwargs):
+        check_chat_messages(conversation)
+        return super().apply_chat_template(conversation, *args, **kwargs)
+
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """`ProcessorMixin.save_pretrained`, atomically: a failed save leaves an earlier one in place, and the
         model files of a checkpoint folder are never touched."""
@@ -106,6 +112,12 @@ class MuOmniProcessor(ProcessorMixin):
                 text = [text]
             if not isinstance(text, (list, tuple)) or not all(isinstance(t, str) for t in text):
                 raise TypeError(f"text must be a string or a list of strings, got {type(text).__name__}")
+            empty = [index for index, item in enumerate(text) if not item]
+            if empty or not text:
+                raise ValueError(
+                    f"text items {empty} are empty strings; each prompt needs at least one character"
+                    if text else "text is an empty list; give at least one prompt or leave text out"
+                )
         kwargs.setdefault("padding", True)
         kwargs.setdefault("padding_side", "left")
         return super().__call__(images=images, text=text, audio=audio, **kwargs)
