@@ -37,9 +37,10 @@ def find_packages_in(root_package: str, folder: str) -> dict[str, str]:
     return found
 
 
-def read_version() -> str:
+def read_version_constant(name: str) -> str:
+    """A string constant of modeling_muomni/version.py (read, not imported: it imports transformers)."""
     with open(os.path.join(HERE, "modeling_muomni", "version.py"), encoding="utf-8") as handle:
-        return re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+        return re.search(rf'^{name} = "([^"]+)"', handle.read(), re.MULTILINE).group(1)
 
 
 package_dir = {}
@@ -51,7 +52,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 
 setup(
     name="muomni",
-    version=read_version(),
+    version=read_version_constant("__version__"),
     description="A tiny Thinker-Talker omni model (text, image, speech in; text, speech out) for transformers",
     long_description=long_description,
     long_description_content_type="text/markdown",
@@ -69,7 +70,7 @@ setup(
         ]
     },
     install_requires=[
-        "transformers>=5.0,<6",
+        "transformers" + read_version_constant("TRANSFORMERS_REQUIREMENT"),  # the range is declared there
         "torch>=2.4",
         "accelerate>=1.0",
         "datasets>=3.0",

@@ -25,6 +25,7 @@ from muomni import MuOmniConfig, MuOmniForConditionalGeneration, MuOmniThinkerFo
 from muomni.export_remote_code import PROCESSING_AUTO_CLASSES, remote_code_auto_map
 from muomni.hub import HubValidationError, publish_main, save_for_hub, validate_for_hub
 from muomni.model_card import build_model_card
+from muomni.version import TRANSFORMERS_REQUIREMENT
 
 # huggingface_hub's own LFS upload passes `data=` to httpx2, which deprecates it; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
@@ -155,6 +156,8 @@ def test_model_card_metadata_parses_and_holds_the_measured_metrics(tiny):
         assert row in card.text
     assert f'AutoModel.from_pretrained("{REPO}", trust_remote_code=True)' in card.text
     assert "import muomni" in card.text and "| `text-to-speech` |" in card.text
+    # the transformers range the card states is the one setup.py declares (muomni.version)
+    assert f"It needs `transformers{TRANSFORMERS_REQUIREMENT}`" in card.text
 
 
 @pytest.mark.parametrize(
