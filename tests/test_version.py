@@ -3,6 +3,7 @@ setup.py installs with it, and an older transformers is refused on import with a
 what to install."""
 
 import importlib.metadata
+import os
 import re
 import subprocess
 import sys
@@ -74,3 +75,11 @@ def test_import_muomni_fails_loudly_on_an_older_transformers():
     assert result.returncode != 0
     assert "ImportError: muomni" in result.stderr
     assert f"needs transformers{TRANSFORMERS_REQUIREMENT}, but transformers 5.23.0 is installed" in result.stderr
+
+
+def test_the_readme_states_the_declared_range():
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+    with open(readme, encoding="utf-8") as handle:
+        text = handle.read()
+    assert f"MuOmni needs `transformers{TRANSFORMERS_REQUIREMENT}`" in text
+    assert f"on its floor ({minimum_transformers_version()})" in text
