@@ -60,8 +60,7 @@ setup(
     python_requires=">=3.10",
     packages=sorted(package_dir),
     package_dir=package_dir,
-    # the generated flat remote code that muomni.hub.save_for_hub ships with checkpoints
-    package_data={"muomni": ["py.typed", "remote_code/*.py"]},
+    package_data={"muomni": ["py.typed"]},
     entry_points={
         "console_scripts": [
             "muomni=muomni.training.cli:muomni_main",

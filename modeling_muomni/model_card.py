@@ -250,7 +250,7 @@ def _card_body(config, results, model, model_name: str, repo_id: str) -> str:
         "### Without the package",
         "",
         "The modeling, configuration and processing code ships in this repository as flat files (generated "
-        "from the muomni sources; do not edit them). It needs "
+        "from the muomni sources when the checkpoint was saved; do not edit them). It needs "
         f"`transformers{TRANSFORMERS_REQUIREMENT}`, `torch`, `tokenizers`, `numpy`, `pillow` and `soundfile`:",
         "",
         "```python",
