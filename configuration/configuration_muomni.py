@@ -53,6 +53,14 @@ class MuOmniTextConfig(PreTrainedConfig):
         "layers.*.mlp.up_proj": "colwise",
         "layers.*.mlp.down_proj": "rowwise",
     }
+    # with experts on (set per instance in __post_init__): each expert is a SwiGLU MLP sharded like the dense
+    # one; the router (`mlp.gate`) stays replicated so every rank routes the same tokens to the same experts
+    moe_tp_plan = {
+        **{key: value for key, value in base_model_tp_plan.items() if ".self_attn." in key},
+        "layers.*.mlp.experts.*.gate_proj": "colwise",
+        "layers.*.mlp.experts.*.up_proj": "colwise",
+        "layers.*.mlp.experts.*.down_proj": "rowwise",
+    }
     base_model_pp_plan = {
         "embed_tokens": (["input_ids"], ["inputs_embeds"]),
         "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
@@ -113,6 +121,7 @@ class MuOmniTextConfig(PreTrainedConfig):
             f"num_experts must be an integer >= 0 (0 = dense MLP), got {self.num_experts!r}",
         )
         if self.num_experts > 0:
+            self.base_model_tp_plan = dict(self.moe_tp_plan)
             _require_positive(self, "num_experts_per_tok", "moe_intermediate_size")
             _require(
                 self.num_experts_per_tok <= self.num_experts,

@@ -10,14 +10,16 @@ placeholder embeddings by the projected features (a count mismatch is an error w
 counts). Positions simply continue through media tokens (1-D RoPE).
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import MoeCausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPooling, MoeCausalLMOutputWithPast
 from transformers.processing_utils import Unpack
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
 from muomni.configuration import MuOmniThinkerConfig
@@ -32,6 +34,16 @@ from .modeling_vision_encoder import MuOmniVisionEncoder
 LANGUAGE_MODEL_LORA_TARGETS = (
     r".*language_model\.model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(experts\.\d+\.)?(gate|up|down)_proj)"
 )
+
+
+@dataclass
+class MuOmniAudioFeaturesOutput(BaseModelOutputWithPooling):
+    r"""
+    token_counts (`torch.LongTensor` of shape `(B,)`):
+        Real audio tokens per clip in `pooler_output` (what the processor expands each `<|audio|>` to).
+    """
+
+    token_counts: torch.LongTensor | None = None
 
 
 class MuOmniMultiModalProjector(nn.Module):
@@ -111,28 +123,53 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
     def set_output_embeddings(self, new_embeddings):
         self.language_model.set_output_embeddings(new_embeddings)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N_img, C, H, W) pixels -> (N_img, n, D) thinker-space image tokens."""
-        image_tokens = self.visual(pixel_values=pixel_values).image_tokens  # (N_img, n, d_vision)
-        return self.vision_projector(image_tokens)
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """Images (N_img, C, H, W) through the vision encoder and its projector.
 
-    def get_audio_features(
-        self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, M, F) log-mel -> thinker-space audio tokens (B, A, D) and the real count per item (B,).
-
-        Frames past an item's length are zeroed before stacking, so a clip's tokens do not depend
-        on what it is batched with.
+        Returns `BaseModelOutputWithPooling`: `pooler_output` (N_img, n, D) are the thinker-space image tokens,
+        `last_hidden_state` (N_img, 1 + P, d_vision) the encoder output; `hidden_states` / `attentions` with
+        `output_hidden_states` / `output_attentions`; a tuple with `return_dict=False`.
         """
-        encoder = self.audio_tower.audio_encoder
-        encoded = encoder(input_features=input_features, feature_attention_mask=feature_attention_mask)
-        hidden = encoded.last_hidden_state  # (B, F', d_audio)
-        lengths = encoded.output_lengths  # (B,) real frames at the CTC rate
-        real = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]  # (B, F')
-        hidden = hidden * real[..., None].to(hidden.dtype)
+        vision_outputs = self.visual(pixel_values=pixel_values, **kwargs)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=vision_outputs.last_hidden_state,
+            pooler_output=self.vision_projector(vision_outputs.image_tokens),  # (N_img, n, D)
+            hidden_states=vision_outputs.hidden_states,
+            attentions=vision_outputs.attentions,
+        )
+
+    @can_return_tuple
+    def get_audio_features(
+        self,
+        input_features: torch.Tensor,
+        feature_attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> "MuOmniAudioFeaturesOutput":
+        """Log-mel (B, M, F) through the audio encoder and its projector.
+
+        Returns `MuOmniAudioFeaturesOutput` (a `BaseModelOutputWithPooling`): `pooler_output` (B, A, D) holds
+        the thinker-space audio tokens, zero past each clip's `token_counts` (B,); `last_hidden_state`
+        (B, F', d_audio) the encoder frames. Frames past a clip's length are zeroed before stacking, so its
+        tokens do not depend on what it is batched with.
+        """
+        encoded = self.audio_tower.audio_encoder(
+            input_features=input_features, feature_attention_mask=feature_attention_mask, **kwargs
+        )
+        hidden = encoded.last_hidden_state  # (B, F', d_audio), already zero at padded frames
         stack = self.config.audio_config.stack_factor
-        token_counts = (lengths + stack - 1) // stack  # (B,) = ceil(F' / s)
-        return self.audio_projector(hidden), token_counts
+        token_counts = (encoded.output_lengths + stack - 1) // stack  # (B,) = ceil(F' / s)
+        tokens = self.audio_projector(hidden)  # (B, A, D)
+        real = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < token_counts[:, None]  # (B, A)
+        return MuOmniAudioFeaturesOutput(
+            last_hidden_state=hidden,
+            pooler_output=tokens * real[..., None].to(tokens.dtype),
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+            token_counts=token_counts,
+        )
 
     def _merge_media(
         self,
@@ -145,7 +182,7 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
         image_mask = input_ids == self.config.image_token_id  # (B, T)
         audio_mask = input_ids == self.config.audio_token_id
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)  # (N_img, n, D)
+            image_features = self.get_image_features(pixel_values).pooler_output  # (N_img, n, D)
             image_features = image_features.reshape(-1, image_features.shape[-1]).to(inputs_embeds.dtype)
             n_tokens = int(image_mask.sum())
             if n_tokens != image_features.shape[0]:
@@ -160,7 +197,8 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
                 f"input_ids contain {int(image_mask.sum())} image tokens but no pixel_values were given"
             )
         if input_features is not None:
-            audio_features, token_counts = self.get_audio_features(input_features, feature_attention_mask)
+            audio_outputs = self.get_audio_features(input_features, feature_attention_mask)
+            audio_features, token_counts = audio_outputs.pooler_output, audio_outputs.token_counts
             keep = torch.arange(audio_features.shape[1], device=audio_features.device)[None] < token_counts[:, None]
             audio_features = audio_features[keep].to(inputs_embeds.dtype)  # (sum A_i, D), item by item
             n_tokens = int(audio_mask.sum())
@@ -248,6 +286,11 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
             # real tokens count from 0 whatever the left padding, as in generate(): a left-padded batch then
             # gives each item the positions (and the logits) it has alone, and padding uses no position budget
             length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+            if attention_mask.shape[1] < length:
+                raise ValueError(
+                    f"attention_mask covers {attention_mask.shape[1]} positions but the input has {length} new "
+                    "tokens; the mask must cover the cached and the new tokens"
+                )
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]  # (B, T)
 
         return self.language_model(
@@ -265,6 +308,7 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
 
 __all__ = [
     "LANGUAGE_MODEL_LORA_TARGETS",
+    "MuOmniAudioFeaturesOutput",
     "MuOmniMultiModalProjector",
     "MuOmniThinkerForConditionalGeneration",
     "MuOmniThinkerPreTrainedModel",

@@ -5,6 +5,7 @@ checkpoint, --resume), a real stage A run that writes a loadable checkpoint, and
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -400,6 +401,10 @@ def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = run_command([shutil.which("muomni") or "muomni", "demo", "--quick", "--output-dir", str(out)], timeout=900)
     printed = result.stdout
+    # no deprecation text anywhere in what the user sees (transformers' FutureWarnings and its logger's
+    # "`past_key_values`/`cache_params` are deprecated" line included)
+    for output in (result.stdout, result.stderr):
+        assert not re.search(r"FutureWarning|DeprecationWarning|is deprecated|are deprecated", output), output[-3000:]
     for section in ("[1/4] built-in data set", "[2/4] training stages A-E", "[3/4] the trained model",
                     "[chat] pipeline('text-generation')", "[image QA] pipeline('image-text-to-text')",
                     "[speech recognition] pipeline('automatic-speech-recognition')", "[4/4] held-out metrics"):

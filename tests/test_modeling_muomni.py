@@ -11,6 +11,7 @@ import json
 import random
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -166,6 +167,25 @@ def test_batched_speech_equals_one_by_one(model, batch, answer):
         assert n == int(speech.code_lengths[row])
         assert torch.equal(single.codes[0], speech.codes[row, :, :n])
         assert torch.equal(single.audio[0], speech.audio[row])
+
+
+@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
+def test_text_generation_with_an_image_equals_uncached_argmax(model, processor, cache_implementation):
+    """The top-level generate (thinker inside, its generation_config passed on) against a manual loop of
+    full uncached forwards of the top-level model; with the dynamic and the static cache."""
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    prompt = "<|im_start|>user\n<|vision_start|><|image|><|vision_end|>the cat?<|im_end|>\n<|im_start|>assistant\n"
+    inputs = processor(text=prompt, images=[image], return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(
+            **inputs, max_new_tokens=6, do_sample=False, eos_token_id=None, cache_implementation=cache_implementation
+        )
+        sequence = inputs["input_ids"]
+        for _ in range(6):
+            logits = model(input_ids=sequence, pixel_values=inputs["pixel_values"], use_cache=False).logits
+            sequence = torch.cat([sequence, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert len(set(sequence[0, inputs["input_ids"].shape[1] :].tolist())) > 1
+    assert torch.equal(generated, sequence)
 
 
 def test_generation_mode_selects_text_or_speech(model, batch, answer):

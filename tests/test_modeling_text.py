@@ -158,6 +158,18 @@ def test_cached_greedy_generation_equals_uncached_argmax(make_causal_lm, variant
     assert torch.equal(cached, sequence)
     assert len(set(sequence[0, 6:].tolist())) > 1  # a non-degenerate continuation
     assert torch.equal(greedy(model, input_ids, new_tokens, use_cache=False), sequence)
+    assert torch.equal(greedy(model, input_ids, new_tokens, cache_implementation="static"), sequence)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["dense_sdpa", "moe"])
+def test_compiled_decoding_equals_the_dynamic_cache(make_causal_lm, variant):
+    """A fullgraph-compiled forward (static cache: no graph break, no host sync) decodes the same tokens."""
+    model = make_causal_lm(eos_token_id=None, **MODEL_VARIANTS[variant])
+    input_ids = torch.stack(prompts([6, 6]))
+    dynamic = greedy(model, input_ids, 10)
+    model.forward = torch.compile(model.forward, fullgraph=True, dynamic=False)
+    assert torch.equal(greedy(model, input_ids, 10, cache_implementation="static"), dynamic)
 
 
 @pytest.mark.parametrize("variant", list(MODEL_VARIANTS))
@@ -454,6 +466,55 @@ def test_sequence_longer_than_max_position_embeddings(make_causal_lm):
         greedy(model, torch.full((1, 10), 5), 8, pad_token_id=1)  # the cache grows past the limit
     with pytest.raises(ValueError, match=r"Sequence too long"):
         greedy(model, torch.full((1, 10), 5), 8, pad_token_id=1, use_cache=False)
+
+
+@pytest.mark.parametrize(
+    "rope_parameters",
+    [
+        {"rope_type": "linear", "factor": 2.0},
+        {"rope_type": "dynamic", "factor": 2.0},
+        {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16},
+    ],
+    ids=lambda parameters: parameters["rope_type"],
+)
+def test_rope_scaling_allows_longer_sequences_and_matches_qwen2(make_text_config, to_qwen2_config, rope_parameters):
+    """With a scaling rope type the length guard steps aside; the scaled positions are Qwen2's."""
+    rope_parameters = {"rope_theta": 10000.0, **rope_parameters}
+    ours, reference = paired_models(
+        make_text_config, to_qwen2_config, max_position_embeddings=16, rope_parameters=rope_parameters
+    )
+    input_ids = torch.stack(prompts([28, 28]))  # past max_position_embeddings
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids).logits, reference(input_ids).logits, atol=ATOL, rtol=0)
+    assert torch.equal(greedy(ours, input_ids[:, :10], 14), greedy(reference, input_ids[:, :10], 14))
+
+
+def test_resized_embeddings_accept_the_new_ids(make_causal_lm):
+    model = make_causal_lm()
+    model.resize_token_embeddings(110)
+    with torch.no_grad():
+        out = model(torch.tensor([[3, 109]]), labels=torch.tensor([[3, 109]]))
+    assert out.logits.shape == (1, 2, 110) and torch.isfinite(out.loss)
+    with pytest.raises(ValueError, match=r"outside the vocabulary \[0, 110\): min 3, max 110"):
+        model(torch.tensor([[3, 110]]))
+
+
+def test_tensor_parallel_plan_shards_the_experts(make_causal_lm, caplog):
+    from transformers.distributed.tensor_parallel import verify_tp_plan
+
+    dense = make_causal_lm()
+    moe = make_causal_lm(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=19)
+    assert dense.config.base_model_tp_plan is type(dense.config).base_model_tp_plan  # the class plan, untouched
+    for model in (dense, moe):
+        caplog.clear()
+        verify_tp_plan(list(model.state_dict()), model._tp_plan)
+        unused = [record.message for record in caplog.records if "not applied" in record.message]
+        unsharded = " ".join(record.message for record in caplog.records if "not sharded" in record.message)
+        assert not unused, unused  # every rule reaches a layer
+        assert "proj" not in unsharded  # every projection, experts' included, is sharded
+    assert "model.layers.*.mlp.experts.*.down_proj" in moe._tp_plan
+    assert "mlp.gate.weight" in unsharded  # the router stays replicated: every rank routes alike
+    assert "base_model_tp_plan" not in moe.config.to_dict()
 
 
 def test_ids_outside_the_vocabulary(tiny_causal_lm):

@@ -191,7 +191,8 @@ def test_processor_expansion_equals_the_encoder_output_count(model, processor):
     frames = inputs["feature_attention_mask"].sum(-1)
     assert frames.tolist() == [10, 37, 250, 1000]
     with torch.no_grad():
-        features, counts = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
+        audio = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
+    features, counts = audio.pooler_output, audio.token_counts
     assert counts.tolist() == [processor.audio_token_count(int(n)) for n in frames] == [2, 5, 32, 125]
     assert int((inputs["input_ids"] == processor.audio_token_id).sum()) == int(counts.sum())
     assert features.shape == (4, 125, model.config.text_config.hidden_size)
@@ -211,7 +212,7 @@ def test_thirty_and_forty_five_second_clips(tokenizer):
     inputs = encode(processor, AUDIO_PROMPT + AUDIO_PROMPT, audio=[clip(30, seed=0), clip(45, seed=1)])
     assert inputs["feature_attention_mask"].sum(-1).tolist() == [3000, 4500]
     with torch.no_grad():
-        _, counts = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
+        counts = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"]).token_counts
         logits = model(**inputs).logits
     assert counts.tolist() == [375, 563]  # 3000 -> 750 -> 375; 4500 -> 1125 -> 563
     assert int((inputs["input_ids"] == processor.audio_token_id).sum()) == 375 + 563
@@ -276,6 +277,102 @@ def test_batched_generation_with_media_equals_one_by_one(model, processor):
         padded = new_single + [model.generation_config.pad_token_id] * (max_new_tokens - len(new_single))
         assert new_batched[row].tolist() == padded
         assert len(set(new_single)) > 2  # a real continuation, not one repeated token
+
+
+@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
+def test_greedy_generation_with_media_equals_uncached_argmax_for_each_cache(model, processor, cache_implementation):
+    inputs = encode(processor, OMNI_PROMPTS[1], images=OMNI_IMAGES[1:], audio=OMNI_AUDIO[1:])
+    with torch.no_grad():
+        generated = model.generate(
+            **inputs, max_new_tokens=8, do_sample=False, eos_token_id=None, cache_implementation=cache_implementation
+        )
+    assert len(set(generated[0, inputs["input_ids"].shape[1] :].tolist())) > 2
+    assert torch.equal(generated, greedy_without_cache(model, inputs, 8))
+
+
+@pytest.mark.slow
+def test_compiled_decoding_with_media_equals_the_dynamic_cache(processor, config):
+    """generate's own compile path: static cache, decoding steps through torch.compile(fullgraph=True)."""
+    from transformers import CompileConfig
+
+    compiled_model = make_thinker(copy.deepcopy(config))
+    inputs = encode(processor, OMNI_PROMPTS[0], images=OMNI_IMAGES[:1], audio=OMNI_AUDIO[:1])
+    arguments = {"max_new_tokens": 6, "do_sample": False, "eos_token_id": None}
+    with torch.no_grad():
+        dynamic = compiled_model.generate(**inputs, **arguments)
+        compile_config = CompileConfig(fullgraph=True, dynamic=False)
+        compile_config._compile_all_devices = True  # transformers' switch for compiling on CPU
+        compiled = compiled_model.generate(
+            **inputs, **arguments, cache_implementation="static", compile_config=compile_config
+        )
+    assert compiled_model._compiled_call is not None  # the decoding steps really ran compiled
+    assert torch.equal(compiled, dynamic)
+
+
+def test_generate_takes_a_cache_under_either_name(model, processor):
+    from transformers import DynamicCache
+
+    inputs = encode(processor, OMNI_PROMPTS[0], images=OMNI_IMAGES[:1], audio=OMNI_AUDIO[:1])
+    arguments = {"max_new_tokens": 5, "do_sample": False, "eos_token_id": None}
+    with torch.no_grad():
+        plain = model.generate(**inputs, **arguments)
+        given = model.generate(**inputs, **arguments, cache=DynamicCache(config=model.config.text_config))
+        with pytest.warns(FutureWarning, match="past_key_values"):
+            old_name = model.generate(
+                **inputs, **arguments, past_key_values=DynamicCache(config=model.config.text_config)
+            )
+    assert torch.equal(given, plain) and torch.equal(old_name, plain)
+
+
+def test_media_features_are_model_outputs_with_hidden_states_and_attentions(processor, config):
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    eager = make_thinker(copy.deepcopy(config))  # the attention switch writes into the config
+    eager.set_attn_implementation("eager")
+    inputs = encode(processor, OMNI_PROMPTS, images=OMNI_IMAGES, audio=OMNI_AUDIO)
+    hidden = config.text_config.hidden_size
+    with torch.no_grad():
+        image = eager.get_image_features(inputs["pixel_values"], output_hidden_states=True, output_attentions=True)
+        audio = eager.get_audio_features(
+            inputs["input_features"], inputs["feature_attention_mask"], output_hidden_states=True
+        )
+        image_tuple = eager.get_image_features(inputs["pixel_values"], return_dict=False)
+    assert isinstance(image, BaseModelOutputWithPooling) and isinstance(audio, BaseModelOutputWithPooling)
+    assert image.pooler_output.shape == (2, config.vision_config.num_output_tokens, hidden)
+    assert len(image.hidden_states) == config.vision_config.num_hidden_layers + 1
+    assert len(image.attentions) == config.vision_config.num_hidden_layers
+    assert len(audio.hidden_states) == config.audio_config.encoder_layers + 1 and audio.attentions is None
+    assert isinstance(image_tuple, tuple) and torch.equal(image_tuple[1], image.pooler_output)
+    # the pooled audio tokens are what the forward scatters into the placeholders, zero past each clip
+    assert audio.token_counts.tolist() == [int((ids == processor.audio_token_id).sum()) for ids in inputs["input_ids"]]
+    assert audio.pooler_output.shape[:2] == (2, int(audio.token_counts.max()))
+    assert not audio.pooler_output[1, int(audio.token_counts[1]) :].any()
+
+
+def test_forward_returns_the_language_models_attentions_and_hidden_states(processor, config):
+    eager = make_thinker(copy.deepcopy(config))  # the attention switch writes into the config
+    eager.set_attn_implementation("eager")
+    inputs = encode(processor, OMNI_PROMPTS[0], images=OMNI_IMAGES[:1], audio=OMNI_AUDIO[:1])
+    with torch.no_grad():
+        out = eager(**inputs, output_attentions=True, output_hidden_states=True)
+    length, layers = inputs["input_ids"].shape[1], config.text_config.num_hidden_layers
+    heads = config.text_config.num_attention_heads
+    assert len(out.attentions) == layers and out.attentions[0].shape == (1, heads, length, length)
+    assert len(out.hidden_states) == layers + 1
+
+
+def test_resized_embeddings_accept_the_new_ids(processor, config):
+    resized = make_thinker(copy.deepcopy(config))  # resizing writes the new vocab_size into the config
+    old_size = resized.get_input_embeddings().num_embeddings
+    resized.resize_token_embeddings(old_size + 7)
+    inputs = encode(processor, OMNI_PROMPTS[0], images=OMNI_IMAGES[:1], audio=OMNI_AUDIO[:1])
+    input_ids = torch.cat([inputs["input_ids"], torch.tensor([[old_size + 6]])], dim=1)
+    attention_mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        logits = resized(**{**inputs, "input_ids": input_ids, "attention_mask": attention_mask}).logits
+    assert logits.shape[-1] == old_size + 7 == resized.config.text_config.vocab_size
+    with pytest.raises(ValueError, match=rf"outside the vocabulary \[0, {old_size + 7}\)"):
+        resized(input_ids=torch.tensor([[old_size + 7]]))
 
 
 # ---------------------------------------------------------------- save / load and the Auto classes
