@@ -11,6 +11,9 @@ what it expects:
 Cross-field checks run in `__post_init__` and raise `ValueError` with the offending values.
 """
 
+import dataclasses
+import difflib
+
 from packaging.version import InvalidVersion, Version
 from transformers import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
@@ -21,6 +24,36 @@ from muomni.version import __version__
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+# keyword arguments every PreTrainedConfig takes besides a subclass's own fields (serialised metadata, loading options)
+_BASE_CONFIG_KEYS = frozenset(vars(PreTrainedConfig())) | {
+    "model_type", "transformers_version", "auto_map", "torch_dtype", "dtype", "attn_implementation",
+    "experts_implementation", "output_attentions", "output_hidden_states", "return_dict", "name_or_path",
+    "rope_theta", "rope_scaling",  # the older RoPE keys transformers folds into rope_parameters
+    "use_cache",  # Trainer writes it into every config it saves
+}  # fmt: skip
+
+
+def _check_fields(config: PreTrainedConfig, kwargs: dict, dropouts: tuple[str, ...] = ()) -> None:
+    """Refuse what a config would otherwise take silently: an unknown key (a typo, a wrong override name),
+    a non-bool for a bool field (`"no"` is truthy), a dropout outside [0, 1). Runs first in `__post_init__`."""
+    fields = {field.name: field for field in dataclasses.fields(config)}
+    names = set(fields) | set(getattr(config, "attribute_map", {}))
+    unknown = sorted(key for key in kwargs if key not in names and key not in _BASE_CONFIG_KEYS and key[:1] != "_")
+    if unknown:
+        own = sorted(names - _BASE_CONFIG_KEYS)
+        close = difflib.get_close_matches(unknown[0], own, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"expected one of {own}"
+        raise ValueError(f"{type(config).__name__} has no field {unknown[0]!r}; {hint}")
+    for name, field in fields.items():
+        value = getattr(config, name, None)
+        if field.type is bool and not isinstance(value, bool):
+            raise TypeError(f"{type(config).__name__}.{name} must be True or False, got {value!r}")
+    for name in dropouts:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            raise ValueError(f"{type(config).__name__}.{name} must be a probability in [0, 1), got {value!r}")
 
 
 def _require_positive(config: PreTrainedConfig, *names: str) -> None:
@@ -94,6 +127,7 @@ class MuOmniTextConfig(PreTrainedConfig):
     eos_token_id: int | list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         _require_positive(
@@ -186,6 +220,7 @@ class MuOmniAudioEncoderConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs, dropouts=("dropout", "attention_dropout"))
         _require_positive(
             self, "num_mel_bins", "d_model", "encoder_layers", "encoder_attention_heads",
             "encoder_ffn_dim", "stack_factor", "frames_per_second", "ctc_vocab_size", "sampling_rate",
@@ -249,6 +284,7 @@ class MuOmniVisionEncoderConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs, dropouts=("dropout", "attention_dropout"))
         _require_positive(
             self, "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
             "num_attention_heads", "intermediate_size", "pooled_grid_size", "projection_dim",
@@ -319,6 +355,7 @@ class MuOmniThinkerConfig(PreTrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         super().__post_init__(**kwargs)
         # the thinker's head follows its language model
         self.tie_word_embeddings = self.text_config.tie_word_embeddings
@@ -370,6 +407,7 @@ class MuOmniCodecConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         _require_positive(
             self, "num_mel_bins", "mel_frames_per_second", "hidden_size", "num_layers", "codebook_dim",
             "num_quantizers", "codebook_size", "dead_code_steps",
@@ -432,6 +470,7 @@ class MuOmniTalkerConfig(MuOmniTextConfig):
     codebook_loss_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         super().__post_init__(**kwargs)
         _require_positive(
             self, "thinker_hidden_size", "num_quantizers", "codebook_size", "max_text_tokens",
@@ -501,6 +540,7 @@ class MuOmniVocoderConfig(PreTrainedConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         _require(
             self.vocoder_type in ("griffin_lim", "neural"),
             f"vocoder_type must be 'griffin_lim' or 'neural', got {self.vocoder_type!r}",
@@ -587,6 +627,7 @@ class MuOmniConfig(PreTrainedConfig):
     muomni_version: str = __version__
 
     def __post_init__(self, **kwargs):
+        _check_fields(self, kwargs)
         check_muomni_version(self.muomni_version)
         self.muomni_version = __version__
         super().__post_init__(**kwargs)

@@ -93,6 +93,17 @@ class MuOmniOmniPreTrainedModel(MuOmniSafetensorsLoadingMixin, PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True  # the thinker's forward (the talker decodes in its own loop)
 
+    def post_init(self):
+        super().post_init()
+        # transformers gathers the children's ignore patterns; the thinker's (skip the speech side when loaded
+        # alone) must not let a full checkpoint drop talker/codec/vocoder weights silently
+        self._keys_to_ignore_on_load_unexpected = set(type(self)._keys_to_ignore_on_load_unexpected or [])
+        # ... but the parts this config switches off are skipped on purpose (a text-only load of a full checkpoint)
+        if not self.config.enable_audio_output:
+            self._keys_to_ignore_on_load_unexpected.add(r"^(talker|codec|vocoder)\.")
+        elif self.config.vocoder_config.vocoder_type != "neural":
+            self._keys_to_ignore_on_load_unexpected.add(r"^vocoder\.")
+
 
 class MuOmniForConditionalGeneration(MuOmniOmniPreTrainedModel, GenerationMixin):
     """The whole model: `thinker`, and unless `config.enable_audio_output` is False, `talker`, `codec`

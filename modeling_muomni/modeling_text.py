@@ -361,6 +361,33 @@ def is_decoding_step(cache: Cache | None, new_tokens: int) -> bool:
     return isinstance(seen, torch.Tensor) or seen > 0
 
 
+def check_generation_inputs(input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None) -> None:
+    """The prompt checks `generate` runs before transformers touches the tensors: a (batch, seq_len) integer
+    prompt with at least one token, and a matching 0/1 mask with at least one real token per row."""
+    if input_ids is None:
+        return
+    if not isinstance(input_ids, torch.Tensor):
+        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must have shape (batch, seq_len), got {tuple(input_ids.shape)}; "
+            "add the batch dimension with input_ids[None]"
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is an empty prompt (seq_len 0); generation needs at least one token")
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    empty = (attention_mask.sum(-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(
+            f"attention_mask rows {empty} are all zeros: those prompts have no real token to continue; "
+            "drop them from the batch"
+        )
+
+
 class MuOmniTextModel(MuOmniPreTrainedModel):
     """The decoder stack without a head. Input (B, T) ids or (B, T, D) embeddings; output (B, T, D)."""
 
@@ -480,6 +507,10 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def generate(self, input_ids: torch.LongTensor | None = None, *args, **kwargs):
+        check_generation_inputs(input_ids, kwargs.get("attention_mask"))
+        return super().generate(input_ids, *args, **kwargs)
+
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
@@ -523,6 +554,11 @@ class MuOmniForCausalLM(MuOmniPreTrainedModel, GenerationMixin):
 
         loss = aux_loss = None
         if labels is not None:
+            if labels.shape != hidden_states.shape[:2]:
+                raise ValueError(
+                    f"labels must have the shape of the input (batch, seq_len) {tuple(hidden_states.shape[:2])}, "
+                    f"got {tuple(labels.shape)}"
+                )
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         if need_router and outputs.router_logits:
             aux_loss = load_balancing_loss(

@@ -10,6 +10,7 @@ placeholder embeddings by the projected features (a count mismatch is an error w
 counts). Positions simply continue through media tokens (1-D RoPE).
 """
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from muomni.configuration import MuOmniThinkerConfig
 
 from .modeling_audio_encoder import MuOmniAudioEncoderForCTC
-from .modeling_text import MuOmniForCausalLM, check_input_ids, is_decoding_step
+from .modeling_text import MuOmniForCausalLM, check_generation_inputs, check_input_ids, is_decoding_step
 from .modeling_utils import MuOmniSafetensorsLoadingMixin
 from .modeling_vision_encoder import MuOmniVisionEncoder
 
@@ -213,6 +214,17 @@ class MuOmniThinkerForConditionalGeneration(MuOmniThinkerPreTrainedModel, Genera
                 f"input_ids contain {int(audio_mask.sum())} audio tokens but no input_features were given"
             )
         return inputs_embeds
+
+    def generate(self, input_ids: torch.LongTensor | None = None, *args, **kwargs):
+        """`GenerationMixin.generate` after the prompt checks, with the media placeholders `<|image|>` and
+        `<|audio|>` suppressed: they are input-only tokens, and a generated one would read as a prompt
+        placeholder without its media in any later full forward over the sequence."""
+        check_generation_inputs(input_ids, kwargs.get("attention_mask"))
+        generation_config = copy.deepcopy(kwargs.pop("generation_config", None) or self.generation_config)
+        suppress = kwargs.pop("suppress_tokens", None) or generation_config.suppress_tokens or []
+        media = {self.config.image_token_id, self.config.audio_token_id}
+        generation_config.suppress_tokens = sorted(set(suppress) | media)
+        return super().generate(input_ids, *args, generation_config=generation_config, **kwargs)
 
     def prepare_inputs_for_generation(
         self,

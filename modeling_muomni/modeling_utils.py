@@ -1,4 +1,5 @@
-"""Loading guard shared by every MuOmni `PreTrainedModel`: safetensors weights only.
+"""Loading and saving guards shared by every MuOmni `PreTrainedModel`: safetensors weights only, strict
+loading (missing or unexpected weights are an error naming them), and atomic saves.
 
 Pickled weights (`pytorch_model.bin`, `*.pt`, …) can run arbitrary code when unpickled, and
 transformers 5.x still loads a `pytorch_model.bin` when a directory has no safetensors file
@@ -10,8 +11,11 @@ model: a directory with pickled weights and no safetensors, or a truncated safet
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 import zipfile
+from collections.abc import Callable
 
 # File name endings of pickle-based weight / checkpoint formats.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -109,6 +113,42 @@ def check_local_weights(directory: str, variant: str | None = None) -> None:
         check_safetensors_file(path)
 
 
+WEIGHT_FILE_PREFIXES = ("model.", "model-")
+
+
+def save_atomically(save: Callable[[str], object], save_directory, replaces_weights: bool = False):
+    """Run `save(directory)` into a fresh sibling folder, then move its files over `save_directory`.
+
+    A failure while saving (a full disk, an interrupted write, a bad argument found half way) leaves a
+    checkpoint already in `save_directory` untouched; only the final renames touch it. Files of the folder
+    that the save does not write (a processor's, a README) are kept; with `replaces_weights` (a model's save),
+    weight files of an earlier save that this one does not write again (old shards) are removed, as
+    `save_pretrained` itself does. Returns what `save` returned, with staging paths mapped to the target.
+    """
+    target = os.path.abspath(os.fspath(save_directory))
+    if os.path.isfile(target):
+        raise ValueError(f"save_directory {target} is a file; expected a directory (existing or new)")
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
+    try:
+        result = save(staging)
+        os.makedirs(target, exist_ok=True)
+        written = set(os.listdir(staging))
+        # weights first, the config last: a reader never sees a new config over old weights
+        for name in sorted(written, key=lambda name: name.endswith(".json")):
+            os.replace(os.path.join(staging, name), os.path.join(target, name))
+        for name in os.listdir(target) if replaces_weights else ():
+            stale_weights = name.startswith(WEIGHT_FILE_PREFIXES) and name.endswith((".safetensors", ".index.json"))
+            if stale_weights and name not in written:
+                os.remove(os.path.join(target, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if isinstance(result, (list, tuple)):
+        return type(result)(p.replace(staging, target) if isinstance(p, str) else p for p in result)
+    return result
+
+
 class MuOmniSafetensorsLoadingMixin:
     """Put first in the bases of a MuOmni `PreTrainedModel`: `from_pretrained` loads safetensors only.
 
@@ -116,8 +156,23 @@ class MuOmniSafetensorsLoadingMixin:
     directories are checked with `check_local_weights` before the model is built.
     """
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, atomically (`save_atomically`): a failed save keeps the previous
+        checkpoint in `save_directory` loadable and byte-identical."""
+        if kwargs.get("push_to_hub") and "repo_id" not in kwargs:
+            kwargs["repo_id"] = os.path.basename(os.path.abspath(os.fspath(save_directory)))  # not the staging name
+        parent_save = super().save_pretrained
+        return save_atomically(
+            lambda staging: parent_save(staging, *args, **kwargs), save_directory, replaces_weights=True
+        )
+
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, **kwargs):
+    def from_pretrained(
+        cls, pretrained_model_name_or_path, *model_args, use_safetensors=None, strict: bool = True, **kwargs
+    ):
+        r"""`PreTrainedModel.from_pretrained`, safetensors only, and strict: a checkpoint that lacks weights of
+        this model, or holds weights it has no place for (beyond the class's documented ignore patterns), is a
+        `ValueError` naming the keys. `strict=False` loads anyway (missing weights freshly initialised)."""
         if use_safetensors is False:
             raise ValueError(
                 f"{cls.__name__} loads safetensors weights only (pickled weights can run arbitrary code); "
@@ -129,4 +184,25 @@ class MuOmniSafetensorsLoadingMixin:
                 directory = os.path.join(directory, kwargs["subfolder"])
             if os.path.isdir(directory):
                 check_local_weights(directory, kwargs.get("variant"))
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, use_safetensors=True, **kwargs)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path, *model_args, use_safetensors=True, output_loading_info=True, **kwargs
+        )
+        if strict:
+            problems = []
+            checks = [("missing_keys", "missing from the checkpoint")]
+            # a checkpoint saved by another class (a bare encoder out of its CTC model, say) may hold parts this
+            # class has no place for; one saved by this very class may not
+            if cls.__name__ in (getattr(model.config, "architectures", None) or [cls.__name__]):
+                checks.append(("unexpected_keys", "not in the model"))
+            for key, what in checks:
+                if names := sorted(info[key]):
+                    shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+                    problems.append(f"{what}: {shown}")
+            if problems:
+                raise ValueError(
+                    f"The checkpoint {pretrained_model_name_or_path} does not match {cls.__name__} built from its "
+                    f"config: {'; '.join(problems)}. Was the config edited, or are weights lost? Pass strict=False "
+                    "to load anyway (missing weights are then freshly initialised)"
+                )
+        return (model, info) if want_info else model

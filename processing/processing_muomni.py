@@ -10,6 +10,7 @@ the model can swap them for projected features one for one:
            (1000 mel frames -> 250 CTC frames at 25 Hz -> 125 tokens at 12.5 Hz)
 """
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from transformers.feature_extraction_utils import BatchFeature
 
 from muomni.configuration import MuOmniAudioEncoderConfig
 from muomni.modeling_audio_encoder import audio_token_count
+from muomni.modeling_utils import save_atomically
 
 
 class MuOmniProcessor(ProcessorMixin):
@@ -65,6 +67,14 @@ class MuOmniProcessor(ProcessorMixin):
         self.audio_token = tokenizer.audio_token
         self.audio_token_id = tokenizer.audio_token_id
         super().__init__(image_processor, feature_extractor, tokenizer, chat_template=chat_template)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """`ProcessorMixin.save_pretrained`, atomically: a failed save leaves an earlier one in place, and the
+        model files of a checkpoint folder are never touched."""
+        if push_to_hub and "repo_id" not in kwargs:
+            kwargs["repo_id"] = os.path.basename(os.path.abspath(os.fspath(save_directory)))  # not the staging name
+        parent_save = super().save_pretrained
+        return save_atomically(lambda staging: parent_save(staging, push_to_hub=push_to_hub, **kwargs), save_directory)
 
     @classmethod
     def from_config(cls, config, image_processor, feature_extractor, tokenizer, **kwargs) -> "MuOmniProcessor":

@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 import muomni
 from muomni import MuOmniConfig, MuOmniForCausalLM, MuOmniTextConfig, get_preset, get_preset_config
+from muomni.configuration import MuOmniAudioEncoderConfig, MuOmniThinkerConfig, MuOmniVisionEncoderConfig
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -158,3 +159,39 @@ def test_preset_overrides_merge_and_leave_the_preset_untouched():
 def test_auto_classes_know_the_text_model(tiny_text_config):
     model = AutoModelForCausalLM.from_config(tiny_text_config)
     assert type(model) is MuOmniForCausalLM
+
+
+# --- what a config must not take silently --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "build, error, match",
+    [
+        (lambda: MuOmniThinkerConfig(text_config={"hiden_size": 64}), ValueError,
+         r"MuOmniTextConfig has no field 'hiden_size'; did you mean 'hidden_size'\?"),
+        (lambda: get_preset_config("tiny", talker={"hidden_size": 64}), ValueError,
+         r"MuOmniConfig has no field 'talker'; did you mean 'talker_config'\?"),
+        (lambda: get_preset_config("tiny", talker_config={"num_hiden_layers": 2}), ValueError,
+         r"MuOmniTalkerConfig has no field 'num_hiden_layers'; did you mean 'num_hidden_layers'\?"),
+        (lambda: MuOmniConfig(enable_audio_output="no"), TypeError,
+         r"MuOmniConfig.enable_audio_output must be True or False, got 'no'"),
+        (lambda: MuOmniVisionEncoderConfig(dropout=1.5), ValueError,
+         r"MuOmniVisionEncoderConfig.dropout must be a probability in \[0, 1\), got 1.5"),
+        (lambda: MuOmniAudioEncoderConfig(attention_dropout=-0.1), ValueError,
+         r"MuOmniAudioEncoderConfig.attention_dropout must be a probability in \[0, 1\), got -0.1"),
+    ],
+    ids=["nested-typo", "preset-key", "preset-nested-typo", "bool-string", "vision-dropout", "audio-dropout"],
+)
+def test_typos_wrong_types_and_impossible_values_are_refused(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_saved_metadata_and_legacy_rope_keys_still_load(tmp_path):
+    get_preset_config("tiny").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["thinker_config"]["audio_config"]["use_cache"] = False  # what Trainer writes into a config it saves
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = MuOmniConfig.from_pretrained(tmp_path, attn_implementation="eager")
+    assert loaded.thinker_config.audio_config.d_model == get_preset_config("tiny").thinker_config.audio_config.d_model
+    assert MuOmniTextConfig(rope_theta=500.0).rope_parameters["rope_theta"] == 500.0

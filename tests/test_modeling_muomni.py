@@ -8,7 +8,9 @@ without its speech side (parameter counts); a saved and reloaded checkpoint (log
 
 import copy
 import json
+import os
 import random
+import re
 from contextlib import contextmanager
 
 import numpy as np
@@ -333,6 +335,84 @@ def test_lora_on_the_whole_model_reaches_the_language_model_and_merges(tokenizer
 
 
 # --- save / load -----------------------------------------------------------------------------------
+
+
+def test_loading_refuses_missing_and_unexpected_weights(tokenizer, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = make_model(make_config(tokenizer))
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = "talker.layers.0.mlp.up_proj.weight"
+    save_file({k: v for k, v in weights.items() if k != missing}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"missing from the checkpoint: {re.escape(missing)}.*strict=False"):
+        AutoModel.from_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, strict=False)  # the opt-out: loads, the lost weight re-initialised
+    assert type(loaded) is MuOmniForConditionalGeneration
+
+    # a config with one talker layer fewer than its weights: the extra layer's weights are not silently dropped
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["talker_config"]["num_hidden_layers"] -= 1
+    last = config["talker_config"]["num_hidden_layers"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"not in the model: talker\.layers\.{last}\."):
+        AutoModel.from_pretrained(tmp_path)
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_byte_identical(tokenizer, processor, tmp_path, monkeypatch):
+    import transformers.modeling_utils
+    from safetensors.torch import save_file
+
+    def snapshot():
+        return {path.name: path.read_bytes() for path in sorted(tmp_path.iterdir())}
+
+    model = make_model(make_config(tokenizer))
+    model.save_pretrained(tmp_path, max_shard_size="2MB")
+    processor.save_pretrained(tmp_path)
+    before = snapshot()
+    assert any(name.startswith("model-00002") for name in before) and "processor_config.json" in before
+
+    changed = make_model(make_config(tokenizer, enable_audio_output=False))  # another config, other weights
+    written = []
+
+    def fail_after_the_first_shard(tensors, filename, metadata=None):
+        if written:
+            raise OSError("No space left on device")  # the second shard's write fails half way
+        written.append(filename)
+        save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", fail_after_the_first_shard)
+    with pytest.raises(OSError, match="No space left"):
+        changed.save_pretrained(tmp_path, max_shard_size="1MB")
+    monkeypatch.undo()
+    assert snapshot() == before and not [p for p in tmp_path.parent.iterdir() if ".saving-" in p.name]
+    assert type(AutoModel.from_pretrained(tmp_path)) is MuOmniForConditionalGeneration
+
+    # a later successful single-file save replaces the shards (no stale ones left) and keeps the processor
+    changed.save_pretrained(tmp_path)
+    names = set(snapshot())
+    assert "model.safetensors" in names and not any(name.startswith("model-0") for name in names)
+    assert "processor_config.json" in names and "tokenizer.json" in names
+    assert AutoModel.from_pretrained(tmp_path).talker is None
+    with pytest.raises(ValueError, match=r"is a file; expected a directory"):
+        changed.save_pretrained(tmp_path / "model.safetensors")
+
+    # the processor likewise: a failure while writing the tokenizer leaves the earlier processor files
+    before = snapshot()
+    altered = copy.deepcopy(processor)
+    altered.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # written before the config
+    seen = []
+
+    def failing_config_write(self, path):
+        seen.append(sorted(os.listdir(os.path.dirname(path))))  # what the save had written when it failed
+        raise OSError("disk")
+
+    monkeypatch.setattr(type(altered), "to_json_file", failing_config_write)
+    with pytest.raises(OSError, match="disk"):
+        altered.save_pretrained(tmp_path)
+    assert "chat_template.jinja" in seen[0] and "tokenizer.json" in seen[0]
+    assert snapshot() == before
 
 
 def test_checkpoint_round_trip_keeps_logits_codes_and_audio(tokenizer, batch, tmp_path):

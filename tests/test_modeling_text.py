@@ -517,6 +517,27 @@ def test_tensor_parallel_plan_shards_the_experts(make_causal_lm, caplog):
     assert "base_model_tp_plan" not in moe.config.to_dict()
 
 
+@pytest.mark.parametrize(
+    "input_ids, attention_mask, error, match",
+    [
+        (torch.tensor([5, 6, 7]), None, ValueError, r"input_ids must have shape \(batch, seq_len\), got \(3,\).*input_ids\[None\]"),
+        (torch.zeros(1, 0, dtype=torch.long), None, ValueError, r"empty prompt"),
+        ([[5, 6]], None, TypeError, r"input_ids must be a torch.Tensor of token ids, got list"),
+        (torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1]]), ValueError, r"attention_mask must have the shape of input_ids \(1, 3\), got \(1, 2\)"),
+        (torch.tensor([[5, 6], [7, 8]]), torch.tensor([[1, 1], [0, 0]]), ValueError, r"attention_mask rows \[1\] are all zeros"),
+    ],
+    ids=["1-D", "empty", "list", "short-mask", "empty-row"],
+)
+def test_generate_refuses_malformed_prompts(tiny_causal_lm, input_ids, attention_mask, error, match):
+    with pytest.raises(error, match=match):
+        tiny_causal_lm.generate(input_ids, attention_mask=attention_mask, max_new_tokens=2)
+
+
+def test_labels_of_the_wrong_length_are_a_clear_error(tiny_causal_lm):
+    with pytest.raises(ValueError, match=r"labels must have the shape of the input \(batch, seq_len\) \(1, 4\), got \(1, 3\)"):
+        tiny_causal_lm(torch.tensor([[3, 4, 5, 6]]), labels=torch.tensor([[3, 4, 5]]))
+
+
 def test_ids_outside_the_vocabulary(tiny_causal_lm):
     with pytest.raises(ValueError, match=r"input_ids contain ids outside the vocabulary \[0, 99\): min 1, max 99"):
         tiny_causal_lm(torch.tensor([[1, 99]]))

@@ -375,6 +375,23 @@ def test_resized_embeddings_accept_the_new_ids(processor, config):
         resized(input_ids=torch.tensor([[old_size + 7]]))
 
 
+def test_generation_never_emits_media_placeholders(model, processor):
+    """`<|image|>`/`<|audio|>` are input-only: suppressed at every step (also on top of a user's own
+    suppress_tokens), so an uncached run over the growing sequence never meets a stray placeholder."""
+    inputs = encode(processor, OMNI_PROMPTS[0], images=OMNI_IMAGES[:1], audio=OMNI_AUDIO[:1])
+    media = [processor.image_token_id, processor.audio_token_id]
+    with torch.no_grad():
+        out = model.generate(
+            **inputs, max_new_tokens=4, do_sample=False, eos_token_id=None, suppress_tokens=[7],
+            output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        uncached = model.generate(**inputs, max_new_tokens=4, do_sample=False, eos_token_id=None, use_cache=False)
+    for scores in out.scores:
+        assert torch.isinf(scores[:, media + [7]]).all() and torch.isfinite(scores[:, 8]).all()
+    assert torch.equal(uncached, greedy_without_cache(model, inputs, 4))
+    assert model.generation_config.suppress_tokens is None  # the model's own config is left alone
+
+
 # ---------------------------------------------------------------- save / load and the Auto classes
 
 

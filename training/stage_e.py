@@ -309,7 +309,8 @@ def load_strictly(model_class, path: str, name: str):
     """`model_class.from_pretrained(path)`, refusing any missing, unexpected or mis-shaped key."""
     if not isinstance(path, (str, os.PathLike)) or not os.path.isdir(path):
         raise ValueError(f"previous[{name!r}] must be a saved {model_class.__name__} directory, got {path!r}")
-    model, info = model_class.from_pretrained(path, output_loading_info=True)
+    # MuOmni's own strict loading would refuse first; this message names the stage input instead
+    model, info = model_class.from_pretrained(path, output_loading_info=True, strict=False)
     problems = [f"{kind}: {sorted(map(str, keys))}" for kind, keys in sorted(info.items()) if keys]
     if problems:
         raise ValueError(
