@@ -37,9 +37,10 @@ def find_packages_in(root_package: str, folder: str) -> dict[str, str]:
     return found
 
 
-def read_version() -> str:
+def read_version_constant(name: str) -> str:
+    """A string constant of modeling_muomni/version.py (read, not imported: it imports transformers)."""
     with open(os.path.join(HERE, "modeling_muomni", "version.py"), encoding="utf-8") as handle:
-        return re.search(r'__version__ = "([^"]+)"', handle.read()).group(1)
+        return re.search(rf'^{name} = "([^"]+)"', handle.read(), re.MULTILINE).group(1)
 
 
 package_dir = {}
@@ -51,7 +52,7 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as handle:
 
 setup(
     name="muomni",
-    version=read_version(),
+    version=read_version_constant("__version__"),
     description="A tiny Thinker-Talker omni model (text, image, speech in; text, speech out) for transformers",
     long_description=long_description,
     long_description_content_type="text/markdown",
@@ -59,8 +60,7 @@ setup(
     python_requires=">=3.10",
     packages=sorted(package_dir),
     package_dir=package_dir,
-    # the generated flat remote code that muomni.hub.save_for_hub ships with checkpoints
-    package_data={"muomni": ["py.typed", "remote_code/*.py"]},
+    package_data={"muomni": ["py.typed"]},
     entry_points={
         "console_scripts": [
             "muomni=muomni.training.cli:muomni_main",
@@ -69,14 +69,16 @@ setup(
         ]
     },
     install_requires=[
-        "transformers>=5.0,<6",
-        "torch>=2.4",
-        "accelerate>=1.0",
+        "transformers" + read_version_constant("TRANSFORMERS_REQUIREMENT"),  # the range is declared there
+        # torch, accelerate, tokenizers, safetensors, huggingface_hub: the floors of transformers 5.24 itself
+        # (it disables torch < 2.6, its Trainer needs accelerate >= 1.1, the others are its requirements)
+        "torch>=2.6",
+        "accelerate>=1.1",
         "datasets>=3.0",
-        "tokenizers>=0.21",
-        "safetensors>=0.4",
-        "peft>=0.15",
-        "huggingface_hub>=1.0",
+        "tokenizers>=0.23.1",
+        "safetensors>=0.8",
+        "peft>=0.15",  # tests/test_peft.py passes with 0.15.0
+        "huggingface_hub>=1.31",
         "numpy",
         "soundfile",
         "pillow",

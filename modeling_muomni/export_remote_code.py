@@ -23,13 +23,9 @@ package sources, so the two never diverge:
       modules a config and its model would come from two copies of `configuration_muomni` and
       `isinstance` checks between them would fail. One entry module means one copy of everything.
 
-The generated files are committed in `modeling_muomni/remote_code/` (package data), and
-`muomni.hub.save_for_hub` copies them next to the weights. Regenerate them after editing the
-package with
-
-    python -m muomni.hub export-remote-code
-
-(`tests/test_remote_code.py` fails when the committed copies drift from the sources).
+Nothing generated is committed: `muomni.hub.save_for_hub` renders the files from the installed
+package sources (`render_remote_code`) and writes them next to the weights, so a checkpoint always
+carries the code of the muomni that saved it.
 """
 
 import ast
@@ -46,15 +42,15 @@ from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPI
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING
 
+from .version import __version__
+
 ROOT_PACKAGE = "muomni"
 MODEL_TYPE = "muomni"
-REMOTE_CODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "remote_code")
-EXPORT_COMMAND = "python -m muomni.hub export-remote-code"
 ENTRY_MODULE = "auto_muomni"  # the generated module every auto_map entry points to
 HEADER = (
     "# GENERATED FILE - DO NOT EDIT.\n"
     "# Flat copy of `{module}` for loading with `trust_remote_code=True`,\n"
-    f"# written by `{EXPORT_COMMAND}`. Edit the package source and regenerate.\n"
+    f"# written by muomni {__version__}'s `muomni.hub.save_for_hub` from the package sources.\n"
 )
 PROCESSING_AUTO_CLASSES = ("AutoProcessor", "AutoTokenizer", "AutoFeatureExtractor", "AutoImageProcessor")
 
@@ -297,42 +293,3 @@ def remote_code_auto_map() -> dict[str, str | list[str | None]]:
         reference = f"{ENTRY_MODULE}.{cls.__name__}"
         auto_map[auto_name] = [reference, None] if auto_name == "AutoTokenizer" else reference
     return auto_map
-
-
-def export_remote_code(output_dir: str = REMOTE_CODE_DIR) -> list[str]:
-    """Write the flat files into `output_dir` (default: the package's committed copies), removing stale
-    generated `.py` files there. Returns the written file names."""
-    files = render_remote_code()
-    os.makedirs(output_dir, exist_ok=True)
-    for name in sorted(os.listdir(output_dir)):
-        if name.endswith(".py") and name not in files:
-            os.remove(os.path.join(output_dir, name))
-    for name, text in files.items():
-        with open(os.path.join(output_dir, name), "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-    return sorted(files)
-
-
-def remote_code_drift(directory: str = REMOTE_CODE_DIR) -> list[str]:
-    """The differences between the files in `directory` and freshly generated ones (empty: in sync)."""
-    expected = render_remote_code()
-    present = {name for name in os.listdir(directory) if name.endswith(".py")} if os.path.isdir(directory) else set()
-    problems = [f"missing: {name}" for name in sorted(set(expected) - present)]
-    problems += [f"stale (no longer generated): {name}" for name in sorted(present - set(expected))]
-    for name in sorted(set(expected) & present):
-        with open(os.path.join(directory, name), encoding="utf-8") as handle:
-            if handle.read() != expected[name]:
-                problems.append(f"out of date: {name}")
-    return problems
-
-
-def committed_remote_code_files() -> dict[str, str]:
-    """{file name: path} of the committed flat files that `save_for_hub` ships, refusing stale ones."""
-    drift = remote_code_drift(REMOTE_CODE_DIR)
-    if drift:
-        raise ValueError(
-            f"The committed remote code in {REMOTE_CODE_DIR} does not match the package sources "
-            f"({'; '.join(drift)}); regenerate it with `{EXPORT_COMMAND}`"
-        )
-    names = sorted(name for name in os.listdir(REMOTE_CODE_DIR) if name.endswith(".py"))
-    return {name: os.path.join(REMOTE_CODE_DIR, name) for name in names}

@@ -2,8 +2,8 @@
 
     save_for_hub(model, processor, directory, metrics=..., datasets=...)
         model + processor `save_pretrained` (safetensors, sharded past `max_shard_size`), the flat
-        remote code (`muomni.export_remote_code`) with `auto_map` entries in every config, and a
-        `README.md` model card (`muomni.model_card`).
+        remote code rendered from the installed package sources (`muomni.export_remote_code`) with
+        `auto_map` entries in every config, and a `README.md` model card (`muomni.model_card`).
     validate_for_hub(directory)
         required files, loadable config, complete safetensors, no pickles, a 1-token generation.
     publish_to_hub(directory, repo_id, ...)   (the `muomni-publish` command)
@@ -14,7 +14,6 @@ Command line:
 
     muomni-publish DIR REPO_ID [--private] [--revision REV] [--token TOKEN] [--commit-message MSG] [--dry-run]
     python -m muomni.hub publish ...            (the same)
-    python -m muomni.hub export-remote-code     (regenerate modeling_muomni/remote_code/ from the sources)
 """
 
 import argparse
@@ -28,14 +27,10 @@ import sys
 from muomni.configuration import MuOmniConfig
 
 from .export_remote_code import (
-    EXPORT_COMMAND,
     PROCESSING_AUTO_CLASSES,
-    REMOTE_CODE_DIR,
-    committed_remote_code_files,
-    export_remote_code,
     registered_classes,
     remote_code_auto_map,
-    remote_code_drift,
+    render_remote_code,
 )
 from .modeling_utils import (
     SAFE_WEIGHTS_INDEX_NAME,
@@ -147,13 +142,14 @@ def save_for_hub(
                 "contain only this export (pass overwrite=True to delete its contents first)"
             )
         shutil.rmtree(save_directory)
-    remote_code = committed_remote_code_files()  # refuses stale generated code before writing anything
+    remote_code = render_remote_code()  # from the sources of this muomni; fails before anything is written
     os.makedirs(save_directory, exist_ok=True)
 
     model.save_pretrained(save_directory, max_shard_size=max_shard_size)
     processor.save_pretrained(save_directory)
-    for name, path in remote_code.items():
-        shutil.copyfile(path, os.path.join(save_directory, name))
+    for name, text in remote_code.items():
+        with open(os.path.join(save_directory, name), "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
 
     auto_map = remote_code_auto_map()
     processing_map = {name: auto_map[name] for name in PROCESSING_AUTO_CLASSES if name in auto_map}
@@ -440,31 +436,12 @@ def publish_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m muomni.hub {export-remote-code,publish} ...`."""
+    """`python -m muomni.hub publish ...`: the same as `muomni-publish`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("export-remote-code", "publish")
-    if not argv or argv[0] not in commands:
-        print(f"usage: python -m muomni.hub {{{','.join(commands)}}} ...", file=sys.stderr)
+    if not argv or argv[0] != "publish":
+        print("usage: python -m muomni.hub publish DIR REPO_ID [options]", file=sys.stderr)
         return 2
-    if argv[0] == "publish":
-        return publish_main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="python -m muomni.hub export-remote-code",
-        description="Regenerate the flat remote-code files from the muomni package sources.",
-    )
-    parser.add_argument("--output-dir", default=REMOTE_CODE_DIR, help="default: the package's committed copies")
-    parser.add_argument("--check", action="store_true", help="only report drift; exit 1 if the files differ")
-    args = parser.parse_args(argv[1:])
-    if args.check:
-        drift = remote_code_drift(args.output_dir)
-        for line in drift:
-            print(line)
-        if drift:
-            print(f"regenerate with: {EXPORT_COMMAND}", file=sys.stderr)
-        return 1 if drift else 0
-    for name in export_remote_code(args.output_dir):
-        print(os.path.join(args.output_dir, name))
-    return 0
+    return publish_main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .version import TRANSFORMERS_REQUIREMENT
+
 PIPELINE_TAG = "any-to-any"
 DEFAULT_TAGS = (
     "muomni",
@@ -248,8 +250,8 @@ def _card_body(config, results, model, model_name: str, repo_id: str) -> str:
         "### Without the package",
         "",
         "The modeling, configuration and processing code ships in this repository as flat files (generated "
-        "from the muomni sources; do not edit them). It needs `transformers>=5,<6`, `torch`, `tokenizers`, "
-        "`numpy`, `pillow` and `soundfile`:",
+        "from the muomni sources when the checkpoint was saved; do not edit them). It needs "
+        f"`transformers{TRANSFORMERS_REQUIREMENT}`, `torch`, `tokenizers`, `numpy`, `pillow` and `soundfile`:",
         "",
         "```python",
         "from transformers import AutoModel, AutoProcessor, pipeline",

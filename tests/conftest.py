@@ -14,9 +14,11 @@ Fixtures other test files may rely on (keep their names and meaning stable):
 
 import pytest
 import torch
+import transformers
 from transformers import Qwen2Config
 
 from muomni import MuOmniForCausalLM, MuOmniTextConfig
+from muomni.version import TRANSFORMERS_REQUIREMENT
 
 TINY_TEXT_CONFIG = {
     "vocab_size": 99,
@@ -32,6 +34,14 @@ TINY_TEXT_CONFIG = {
     # step (generation tests would otherwise compare runs of one repeated token)
     "initializer_range": 0.2,
 }
+
+
+def pytest_report_header(config):
+    # CI runs the suite on two transformers releases; the header says which one this run used
+    return (
+        f"transformers {transformers.__version__} (muomni declares transformers{TRANSFORMERS_REQUIREMENT}), "
+        f"torch {torch.__version__}"
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -22,9 +22,10 @@ from omni_checkpoint import METRICS, build_tiny_omni
 from transformers import AutoModel
 
 from muomni import MuOmniConfig, MuOmniForConditionalGeneration, MuOmniThinkerForConditionalGeneration, __version__
-from muomni.export_remote_code import PROCESSING_AUTO_CLASSES, remote_code_auto_map
+from muomni.export_remote_code import PROCESSING_AUTO_CLASSES, remote_code_auto_map, render_remote_code
 from muomni.hub import HubValidationError, publish_main, save_for_hub, validate_for_hub
 from muomni.model_card import build_model_card
+from muomni.version import TRANSFORMERS_REQUIREMENT
 
 # huggingface_hub's own LFS upload passes `data=` to httpx2, which deprecates it; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
@@ -88,6 +89,12 @@ def test_save_for_hub_writes_safetensors_configs_remote_code_and_card(tiny):
         "image_processing_muomni.py",
     } <= files
     assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+    # the remote code is rendered from the package sources at save time: exactly that bundle, nothing else
+    bundle = render_remote_code()
+    assert {name for name in files if name.endswith(".py")} == set(bundle)
+    for name, text in bundle.items():
+        assert open(os.path.join(directory, name), encoding="utf-8").read() == text, name
+    assert f"muomni {__version__}'s `muomni.hub.save_for_hub`" in bundle["modeling_muomni.py"].splitlines()[2]
     auto_map = remote_code_auto_map()
     config = json.loads(open(os.path.join(directory, "config.json")).read())
     assert config["auto_map"] == auto_map and config["muomni_version"] == __version__
@@ -129,6 +136,16 @@ def test_save_for_hub_rejects_other_models_and_a_used_directory(tiny, tmp_path):
     assert "pytorch_model.bin" not in os.listdir(tmp_path / "used")
 
 
+def test_save_for_hub_renders_the_remote_code_before_writing_anything(tiny, tmp_path, monkeypatch):
+    def unrenderable():
+        raise ValueError("muomni.x: `from muomni.y import *` is not supported by the remote-code export")
+
+    monkeypatch.setattr("muomni.hub.render_remote_code", unrenderable)
+    with pytest.raises(ValueError, match="is not supported by the remote-code export"):
+        save_for_hub(tiny[0], tiny[1], str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- model card
 
 
@@ -155,6 +172,8 @@ def test_model_card_metadata_parses_and_holds_the_measured_metrics(tiny):
         assert row in card.text
     assert f'AutoModel.from_pretrained("{REPO}", trust_remote_code=True)' in card.text
     assert "import muomni" in card.text and "| `text-to-speech` |" in card.text
+    # the transformers range the card states is the one setup.py declares (muomni.version)
+    assert f"It needs `transformers{TRANSFORMERS_REQUIREMENT}`" in card.text
 
 
 @pytest.mark.parametrize(

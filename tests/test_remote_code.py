@@ -1,6 +1,6 @@
-"""The flat remote code: generated from the package sources, committed in sync, complete for
-transformers' module loader, and loading an exported checkpoint with `trust_remote_code=True` in a
-process where `import muomni` is impossible, with the same outputs as the package."""
+"""The flat remote code: rendered from the package sources, complete for transformers' module loader,
+and loading a checkpoint saved with it (`save_for_hub`) with `trust_remote_code=True` in a process
+where `import muomni` is impossible, with the same outputs as the package."""
 
 import ast
 import json
@@ -17,9 +17,6 @@ from transformers.dynamic_module_utils import get_imports, get_relative_import_f
 
 from muomni.export_remote_code import (
     ENTRY_MODULE,
-    EXPORT_COMMAND,
-    REMOTE_CODE_DIR,
-    export_remote_code,
     flat_module_names,
     registered_classes,
     remote_code_auto_map,
@@ -49,34 +46,18 @@ EXPECTED_AUTO_CLASSES = {
 
 
 @pytest.fixture(scope="module")
-def fresh_export(tmp_path_factory):
-    """(directory, {file name: text}) of a fresh export of the remote code from the package sources."""
+def rendered(tmp_path_factory):
+    """(directory, {file name: text}) of the remote code rendered from the package sources, written out."""
+    files = render_remote_code()
     directory = tmp_path_factory.mktemp("remote_code")
-    export_remote_code(str(directory))
-    return directory, {name: (directory / name).read_text(encoding="utf-8") for name in os.listdir(directory)}
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return directory, files
 
 
-def test_committed_remote_code_matches_a_fresh_export(fresh_export):
-    tmp_path, files = fresh_export
-    written = sorted(files)
-    committed = sorted(name for name in os.listdir(REMOTE_CODE_DIR) if name.endswith(".py"))
-    drifted = [
-        name
-        for name in written
-        if name not in committed
-        or open(tmp_path / name, encoding="utf-8").read()
-        != open(os.path.join(REMOTE_CODE_DIR, name), encoding="utf-8").read()
-    ]
-    stale = sorted(set(committed) - set(written))
-    assert not drifted and not stale, (
-        f"modeling_muomni/remote_code/ is out of date with the package sources (differ: {drifted}, "
-        f"no longer generated: {stale}); regenerate it with `{EXPORT_COMMAND}`"
-    )
-
-
-def test_generated_files_are_flat_and_never_import_muomni(fresh_export):
-    files = fresh_export[1]
-    assert files == render_remote_code()  # what save_for_hub would ship is what export writes
+def test_generated_files_are_flat_and_never_import_muomni(rendered):
+    files = rendered[1]
+    assert files == render_remote_code()  # deterministic: every save writes the same bundle
     for name, text in files.items():
         assert text.startswith("# GENERATED FILE - DO NOT EDIT."), name
         tree = ast.parse(text)
@@ -94,10 +75,10 @@ def test_generated_files_are_flat_and_never_import_muomni(fresh_export):
     assert "from .modeling_audio_encoder import audio_token_count" in files["processing_muomni.py"]
 
 
-def test_transformers_collects_every_generated_file_from_the_entry_module(fresh_export):
+def test_transformers_collects_every_generated_file_from_the_entry_module(rendered):
     """transformers copies the entry module and, recursively, its `from .x import` files; the bundle
     must be exactly that closure, and its third-party imports must all be installed packages."""
-    tmp_path = fresh_export[0]
+    tmp_path = rendered[0]
     entry = str(tmp_path / f"{ENTRY_MODULE}.py")
     collected = {os.path.basename(path) for path in get_relative_import_files(entry)} | {f"{ENTRY_MODULE}.py"}
     assert collected == set(os.listdir(tmp_path))
